@@ -1,0 +1,356 @@
+"""The asyncio API of simple-websocket 1.1, at its 1.1 import path.
+
+``AioClient.connect(url, ...)`` and ``AioServer.accept(aiohttp=... | asgi=... |
+sock=..., headers=...)`` keep their 1.1 signatures and defaults; keyword-only options
+after them are new. :func:`serve` runs a standalone server with no framework.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Generator, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Generic, Self, TypeVar
+
+from .asyncio.client import open_connection
+from .asyncio.connection import BaseConnection, Connection
+from .asyncio.server import ServerConnection, WebSocketServer, accept_socket
+from .asyncio.server import serve as _serve
+from .integrations.aiohttp import accept_aiohttp
+from .integrations.asgi import ASGIConnection
+from .sansio.handshake import (
+    HandshakeRequest,
+    HeadersLike,
+    normalize_headers,
+    normalize_subprotocols,
+    parse_url,
+)
+from .sansio.protocol import CloseCode
+
+__all__ = ["AioBase", "AioClient", "AioServer", "serve"]
+
+#: The base class of the asyncio client and server connections.
+AioBase = Connection
+
+
+class AioServer(ServerConnection):
+    """The server side of a WebSocket connection.
+
+    Use :meth:`accept` from a request handler, or :func:`serve` for a standalone
+    server. Subclasses may override :meth:`choose_subprotocol`.
+    """
+
+    def __init__(
+        self,
+        request: Any = None,
+        subprotocols: str | Sequence[str] | None = None,
+        receive_bytes: int = 4096,
+        ping_interval: float | None = None,
+        max_message_size: int | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(
+            subprotocols,
+            receive_bytes=receive_bytes,
+            ping_interval=ping_interval,
+            max_message_size=max_message_size,
+            **options,
+        )
+        self.mode = "unknown"
+        self._source = request
+        self.headers: Any = {}
+
+    @classmethod
+    async def accept(
+        cls,
+        aiohttp: Any = None,
+        asgi: tuple[Any, Any, Any] | None = None,
+        sock: socket.socket | None = None,
+        headers: HeadersLike = None,
+        subprotocols: str | Sequence[str] | None = None,
+        receive_bytes: int = 4096,
+        ping_interval: float | None = None,
+        max_message_size: int | None = None,
+        *,
+        ping_timeout: float | None = None,
+        close_timeout: float = 5.0,
+        max_queue: int = 16,
+        compression: bool = True,
+        path: str = "/",
+    ) -> Any:
+        """Accept a WebSocket connection from a client.
+
+        Exactly one source is given:
+
+        * ``aiohttp``: an ``aiohttp.web.Request`` whose handler is running.
+        * ``asgi``: the ``(scope, receive, send)`` of an ASGI ``websocket`` scope;
+          returns an :class:`~simple_websocket.integrations.asgi.ASGIConnection`,
+          which has the same interface. ``headers`` are then sent with the accept.
+        * ``sock``: a connected socket whose HTTP request head was already read;
+          ``headers`` are that request's headers (mapping or pairs), ``path`` its
+          target.
+
+        Args:
+            aiohttp: The aiohttp request.
+            asgi: The ASGI triple.
+            sock: The connected socket (blocking or not).
+            headers: Request headers for ``sock``; response headers for ``asgi``.
+            subprotocols: Subprotocols this server supports, in its order.
+            receive_bytes: Kept from 1.1; the engine reads what the transport delivers.
+            ping_interval: Seconds between keepalive pings, or ``None``.
+            max_message_size: Largest accepted message in bytes (larger ones close the
+                connection with 1009), or ``None``.
+            ping_timeout: Seconds to wait for a pong (default: until the next ping).
+            close_timeout: Seconds ``close()`` waits for the closing handshake.
+            max_queue: Messages buffered before reading pauses.
+            compression: Accept permessage-deflate when the client offers it.
+            path: The request target, for ``sock``.
+
+        Returns:
+            The connected server connection.
+
+        Raises:
+            ValueError: Not exactly one of ``aiohttp``, ``asgi``, ``sock`` was given.
+            HandshakeError: The client's request is not a valid WebSocket upgrade; an
+                HTTP 400 (or 426) response was sent and the connection closed.
+        """
+        given = [name for name, v in (("aiohttp", aiohttp), ("asgi", asgi), ("sock", sock)) if v]
+        if len(given) != 1:
+            raise ValueError(
+                "AioServer.accept() needs exactly one of aiohttp=, asgi= or sock=, got "
+                + (", ".join(given) if given else "none")
+            )
+        options: dict[str, Any] = {
+            "receive_bytes": receive_bytes,
+            "ping_interval": ping_interval,
+            "max_message_size": max_message_size,
+            "ping_timeout": ping_timeout,
+            "close_timeout": close_timeout,
+            "max_queue": max_queue,
+        }
+        ws = cls(
+            {"aiohttp": aiohttp, "asgi": asgi, "sock": sock, "headers": headers},
+            subprotocols,
+            compression=compression,
+            **options,
+        )
+        if asgi is not None:
+            chooser = None
+            if type(ws).choose_subprotocol is not AioServer.choose_subprotocol:
+                chooser = ws.choose_subprotocol
+            scope, receive, send = asgi
+            return await ASGIConnection.accept(
+                scope, receive, send, ws.subprotocols, headers=headers, chooser=chooser, **options
+            )
+        if aiohttp is not None:
+            ws.mode = "aiohttp"
+            ws.headers = aiohttp.headers
+            await accept_aiohttp(ws, aiohttp)
+            return ws
+        assert sock is not None
+        ws.mode = "custom"
+        ws.headers = headers or {}
+        request = HandshakeRequest(path, normalize_headers(headers))
+        await accept_socket(ws, sock, request)
+        return ws
+
+
+class AioClient(Connection):
+    """The client side of a WebSocket connection; open one with :meth:`connect`."""
+
+    _client = True
+
+    def __init__(
+        self,
+        url: str,
+        subprotocols: str | Sequence[str] | None = None,
+        headers: HeadersLike = None,
+        receive_bytes: int = 4096,
+        ping_interval: float | None = None,
+        max_message_size: int | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        **options: Any,
+    ) -> None:
+        self._url = parse_url(url)
+        super().__init__(
+            receive_bytes=receive_bytes,
+            ping_interval=ping_interval,
+            max_message_size=max_message_size,
+            **options,
+        )
+        self.url = url
+        self.ssl_context = ssl_context
+        self.is_secure = self._url.secure
+        self.host = self._url.host
+        self.port = self._url.port
+        self.path = self._url.resource
+        self.subprotocols = normalize_subprotocols(subprotocols)
+        self.extra_headers = normalize_headers(headers)
+        #: The handshake response headers, once connected.
+        self.response_headers: list[tuple[str, str]] = []
+
+    @classmethod
+    def connect(
+        cls,
+        url: str,
+        subprotocols: str | Sequence[str] | None = None,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+        receive_bytes: int = 4096,
+        ping_interval: float | None = None,
+        max_message_size: int | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        *,
+        open_timeout: float | None = 10.0,
+        close_timeout: float = 5.0,
+        ping_timeout: float | None = None,
+        compression: bool = True,
+        max_queue: int = 16,
+    ) -> Connect[Self]:
+        """Open a WebSocket connection to ``url``.
+
+        The result is awaitable (``ws = await AioClient.connect(url)``) and an async
+        context manager (``async with AioClient.connect(url) as ws:``, which closes
+        with 1000 on exit, or 1011 when the block raised).
+
+        Args:
+            url: A ``ws://`` or ``wss://`` URL.
+            subprotocols: One subprotocol, or a list in order of preference.
+            headers: Extra request headers, as a mapping or ``(name, value)`` pairs.
+            receive_bytes: Kept from 1.1; the engine reads what the transport delivers.
+            ping_interval: Seconds between keepalive pings, or ``None``.
+            max_message_size: Largest accepted message in bytes (larger ones close the
+                connection with 1009), or ``None``.
+            ssl_context: TLS settings for ``wss://``. By default certificates are
+                verified against the system's trusted CAs.
+            open_timeout: Seconds allowed for TCP, TLS and the handshake together.
+            close_timeout: Seconds ``close()`` waits for the closing handshake.
+            ping_timeout: Seconds to wait for a pong (default: until the next ping).
+            compression: Offer permessage-deflate (RFC 7692).
+            max_queue: Messages buffered before reading pauses.
+
+        Raises:
+            ValueError: ``url`` is not a valid ``ws://`` or ``wss://`` URL (raised
+                at once, not when awaited).
+        """
+        ws = cls(
+            url,
+            subprotocols,
+            headers,
+            receive_bytes,
+            ping_interval,
+            max_message_size,
+            ssl_context,
+            close_timeout=close_timeout,
+            ping_timeout=ping_timeout,
+            max_queue=max_queue,
+        )
+        return Connect(ws, open_timeout=open_timeout, compression=compression)
+
+    async def _open(self, open_timeout: float | None, compression: bool) -> None:
+        """Connect and perform the opening handshake.
+
+        Raises:
+            OpenTimeout: Opening took longer than ``open_timeout``.
+            HandshakeRejected: The server answered with a status other than 101 (a
+                :class:`~simple_websocket.ConnectionError` with ``status_code``).
+            HandshakeError: The server's answer is not a valid handshake.
+            OSError: The TCP or TLS connection failed.
+        """
+        self.response_headers = await open_connection(
+            self,
+            self._url,
+            subprotocols=self.subprotocols,
+            headers=self.extra_headers,
+            ssl_context=self.ssl_context,
+            compression=compression,
+            open_timeout=open_timeout,
+        )
+
+
+C = TypeVar("C", bound=AioClient)
+
+
+class Connect(Generic[C]):
+    """The pending connection returned by :meth:`AioClient.connect`.
+
+    ``await`` it for the connection, or use it with ``async with``.
+    """
+
+    def __init__(self, ws: C, *, open_timeout: float | None, compression: bool) -> None:
+        self._ws = ws
+        self._open_timeout = open_timeout
+        self._compression = compression
+        self._opened = False
+
+    async def _connect(self) -> C:
+        if self._opened:
+            raise RuntimeError("this connection was already opened; call connect() again")
+        self._opened = True
+        await self._ws._open(self._open_timeout, self._compression)
+        return self._ws
+
+    def __await__(self) -> Generator[Any, None, C]:
+        return self._connect().__await__()
+
+    async def __aenter__(self) -> C:
+        return await self._connect()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._ws.__aexit__(exc_type, exc, tb)
+
+
+def serve(
+    handler: Any,
+    host: str | None = "127.0.0.1",
+    port: int = 0,
+    *,
+    server_class: type[AioServer] = AioServer,
+    open_timeout: float | None = 10.0,
+    sock: socket.socket | None = None,
+    ssl: ssl.SSLContext | None = None,
+    **accept_options: Any,
+) -> WebSocketServer[Any]:
+    """Run a standalone WebSocket server that calls ``await handler(ws)`` per connection.
+
+    The server parses the HTTP upgrade itself: a request that is not a WebSocket
+    upgrade gets ``426 Upgrade Required``, a malformed one ``400 Bad Request``, and a
+    client that does not finish its request within ``open_timeout`` is dropped.
+    When the handler returns the connection is closed with 1000; when it raises, the
+    exception is logged and the connection is closed with 1011.
+
+    ``async with serve(handler) as server:`` (or ``server = await serve(handler)``)
+    starts listening; leaving the block (or ``await server.close()``) stops
+    listening, closes every connection with 1001 and waits for the handlers.
+
+    Args:
+        handler: An async callable taking the :class:`AioServer` connection.
+        host: Interface to listen on.
+        port: Port to listen on; 0 picks a free one (see ``server.port``).
+        server_class: The connection class (an :class:`AioServer` subclass, for
+            instance one that overrides ``choose_subprotocol``).
+        open_timeout: Seconds a client has to send its upgrade request.
+        sock: Listen on this already bound socket instead of ``host``/``port``.
+        ssl: A server ``SSLContext`` for ``wss://``.
+        **accept_options: Options of :meth:`AioServer.accept` (``subprotocols``,
+            ``ping_interval``, ``max_message_size``, ``compression``, ...).
+    """
+    return _serve(
+        handler,
+        host,
+        port,
+        connection_class=server_class,
+        open_timeout=open_timeout,
+        sock=sock,
+        ssl=ssl,
+        **accept_options,
+    )
+
+
+# Re-exported for type annotations in user code.
+__all__ += ["BaseConnection", "CloseCode", "Connect"]

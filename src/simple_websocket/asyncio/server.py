@@ -1,0 +1,314 @@
+"""Server-side connections: the handshake answer, raw sockets and ``serve()``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import Any, Generic, Self, TypeVar
+
+from ..errors import HandshakeError
+from ..sansio.handshake import (
+    HandshakeRequest,
+    accept_request,
+    build_reject_response,
+    choose_subprotocol,
+    normalize_subprotocols,
+    parse_request_head,
+)
+from ..sansio.protocol import CloseCode
+from .connection import Connection, StreamProtocol
+
+__all__ = ["ServerConnection", "WebSocketServer", "accept_socket", "serve"]
+
+logger = logging.getLogger("simple_websocket")
+
+
+class ServerConnection(Connection):
+    """The server side of a connection.
+
+    Attributes:
+        subprotocols: The subprotocols this server supports, in its order.
+        request: The client's :class:`~simple_websocket.sansio.handshake.HandshakeRequest`
+            once the handshake was read (path, headers, offered subprotocols).
+    """
+
+    def __init__(
+        self,
+        subprotocols: str | Sequence[str] | None = None,
+        *,
+        compression: bool = True,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        self.subprotocols = normalize_subprotocols(subprotocols)
+        self.compression = compression
+        self.request: HandshakeRequest | None = None
+
+    def choose_subprotocol(self, request: HandshakeRequest) -> str | None:
+        """Choose the subprotocol for this connection.
+
+        The default picks the first subprotocol offered by the client that is in
+        ``subprotocols``. Override it in a subclass for another policy; it must
+        return one of ``request.subprotocols`` or ``None``.
+        """
+        return choose_subprotocol(request.subprotocols, self.subprotocols)
+
+    def _answer_handshake(self, transport: asyncio.Transport, request: HandshakeRequest) -> None:
+        """Answer ``request`` on ``transport``: 101 and attach, or an HTTP error.
+
+        Raises:
+            HandshakeError: The request was invalid; the error response was written
+                and the transport is closing.
+        """
+        self.request = request
+        try:
+            subprotocol = self.choose_subprotocol(request)
+            response, extensions = accept_request(request, subprotocol, self.compression)
+        except HandshakeError as exc:
+            reject(transport, exc)
+            raise
+        transport.write(response)
+        self._attach(transport, extensions, subprotocol)
+
+
+def reject(transport: asyncio.Transport, exc: HandshakeError) -> None:
+    """Write the HTTP error response for ``exc`` and close ``transport``."""
+    if not transport.is_closing():
+        transport.write(build_reject_response(exc.status_code or 400, f"{exc.detail}\n"))
+        transport.close()
+
+
+async def accept_socket(
+    conn: ServerConnection, sock: socket.socket, request: HandshakeRequest
+) -> None:
+    """Complete the handshake of ``request`` on an accepted socket and attach ``conn``.
+
+    The socket may be blocking or not; it is switched to non-blocking mode.
+
+    Raises:
+        HandshakeError: The request is not a valid upgrade; an HTTP error was sent
+            and the socket closed.
+    """
+    loop = asyncio.get_running_loop()
+    protocol = StreamProtocol()
+    transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock)
+    assert isinstance(transport, asyncio.Transport)
+    conn._answer_handshake(transport, request)
+    protocol.attach(conn)
+
+
+Handler = Callable[[Any], Awaitable[Any]]
+C = TypeVar("C", bound=ServerConnection)
+
+
+class _ServerProtocol(StreamProtocol):
+    """Reads one HTTP upgrade request, answers it, then runs the handler."""
+
+    def __init__(self, server: WebSocketServer[Any]) -> None:
+        super().__init__()
+        self.server = server
+        self.buffer = bytearray()
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.on_handshake_data = self._head_data
+        timeout = self.server.open_timeout
+        if timeout is not None:
+            self.timer = asyncio.get_running_loop().call_later(timeout, self._timed_out)
+
+    def _timed_out(self) -> None:
+        if self.conn is None and self.transport is not None:
+            logger.info("opening handshake timed out; closing the connection")
+            self.transport.abort()
+
+    def _head_data(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.buffer += data
+        try:
+            parsed = parse_request_head(self.buffer)
+        except HandshakeError as exc:
+            self._stop_timer()
+            self.on_handshake_data = None
+            reject(self.transport, exc)
+            return
+        if parsed is None:
+            return
+        self._stop_timer()
+        self.on_handshake_data = None
+        request, rest = parsed
+        conn = self.server._new_connection()
+        try:
+            conn._answer_handshake(self.transport, request)
+        except HandshakeError as exc:
+            logger.info("rejected handshake from %s: %s", self.transport.get_extra_info("peername"), exc.detail)
+            return
+        self.attach(conn)
+        if rest:
+            conn._data_received(rest)
+        self.server._start_handler(conn)
+
+    def _stop_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._stop_timer()
+        super().connection_lost(exc)
+
+
+class WebSocketServer(Generic[C]):
+    """A standalone asyncio WebSocket server, created by :func:`serve`.
+
+    Use it as an async context manager (``async with serve(handler) as server``) or
+    await it; :attr:`port` tells the bound port when ``port=0`` was asked.
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        host: str | None = "127.0.0.1",
+        port: int = 0,
+        *,
+        connection_class: type[C],
+        open_timeout: float | None = 10.0,
+        sock: socket.socket | None = None,
+        ssl: Any = None,
+        **accept_options: Any,
+    ) -> None:
+        self.handler = handler
+        self.host = host
+        self._port = port
+        self.connection_class = connection_class
+        self.open_timeout = open_timeout
+        self._sock = sock
+        self._ssl = ssl
+        self.accept_options = accept_options
+        self.connections: set[C] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+        # Fail early on options the connection class does not take.
+        connection_class(**accept_options)
+
+    def _new_connection(self) -> C:
+        return self.connection_class(**self.accept_options)
+
+    def _start_handler(self, conn: C) -> None:
+        self.connections.add(conn)
+        task = asyncio.get_running_loop().create_task(self._run(conn))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, conn: C) -> None:
+        try:
+            await self.handler(conn)
+        except asyncio.CancelledError:
+            await conn.close(CloseCode.GOING_AWAY, "Server shutting down")
+            raise
+        except Exception:
+            logger.exception("connection handler failed")
+            await conn.close(CloseCode.INTERNAL_ERROR, "Internal server error")
+        else:
+            await conn.close()
+        finally:
+            self.connections.discard(conn)
+
+    async def start(self) -> Self:
+        """Start listening (done by ``await`` and ``async with``)."""
+        if self._server is None:
+            loop = asyncio.get_running_loop()
+            if self._sock is not None:
+                self._server = await loop.create_server(
+                    lambda: _ServerProtocol(self), sock=self._sock, ssl=self._ssl
+                )
+            else:
+                self._server = await loop.create_server(
+                    lambda: _ServerProtocol(self), self.host, self._port, ssl=self._ssl
+                )
+        return self
+
+    def __await__(self) -> Any:
+        return self.start().__await__()
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        """The listening sockets."""
+        return tuple(self._server.sockets) if self._server is not None else ()
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on."""
+        for sock in self.sockets:
+            return int(sock.getsockname()[1])
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """A ``ws://`` URL for this server (``ws://host:port/``)."""
+        host = self.host or "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        scheme = "wss" if self._ssl is not None else "ws"
+        return f"{scheme}://{host}:{self.port}/"
+
+    async def serve_forever(self) -> None:
+        """Serve until cancelled; then shut down as :meth:`close` does."""
+        await self.start()
+        try:
+            await asyncio.Future()
+        finally:
+            await self.close()
+
+    async def close(self, close_timeout: float | None = None) -> None:
+        """Stop listening, close every connection with 1001 and wait for the handlers.
+
+        Handlers still running after the connections closed get ``close_timeout``
+        seconds (the connections' own by default) before they are cancelled.
+        """
+        if self._server is not None:
+            self._server.close()
+        conns = list(self.connections)
+        await asyncio.gather(
+            *(c.close(CloseCode.GOING_AWAY, "Server shutting down") for c in conns),
+            return_exceptions=True,
+        )
+        if self._tasks:
+            timeout = close_timeout
+            if timeout is None:
+                timeout = max((c.close_timeout for c in conns), default=5.0)
+            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+def serve(
+    handler: Handler,
+    host: str | None = "127.0.0.1",
+    port: int = 0,
+    *,
+    connection_class: type[ServerConnection] = ServerConnection,
+    **accept_options: Any,
+) -> WebSocketServer[Any]:
+    """Create a standalone WebSocket server; see :func:`simple_websocket.serve`."""
+    return WebSocketServer(
+        handler, host, port, connection_class=connection_class, **accept_options
+    )

@@ -1,0 +1,124 @@
+"""Every exception the package raises on purpose.
+
+The tree::
+
+    RuntimeError
+     └── SimpleWebsocketError            base of everything below
+          ├── ConnectionError(status_code) the connection could not be opened
+          │    ├── HandshakeRejected       the server answered with a status other than 101
+          │    ├── HandshakeError          the opening handshake was malformed or invalid
+          │    └── OpenTimeout             opening took longer than ``open_timeout``
+          └── ConnectionClosed(reason, message)
+                                           the connection is closed; ``reason`` is the close
+                                           code, ``message`` the close reason text
+
+``ConnectionError`` and ``ConnectionClosed`` keep the constructor signatures and
+attributes of simple-websocket 1.1, so ``except simple_websocket.ConnectionError``
+keeps catching a rejected handshake.
+
+Errors that come from the operating system while opening a connection (connection
+refused, name resolution, TLS certificate verification) are not wrapped: they are
+raised as the usual :class:`OSError` subclasses (``ConnectionRefusedError``,
+``socket.gaierror``, ``ssl.SSLCertVerificationError``), as in 1.1. An invalid URL
+raises :class:`ValueError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "ConnectionClosed",
+    "ConnectionError",
+    "HandshakeError",
+    "HandshakeRejected",
+    "OpenTimeout",
+    "SimpleWebsocketError",
+]
+
+#: Close code used when the peer's close frame carried no status code (RFC 6455, 7.1.5).
+NO_STATUS_RCVD = 1005
+
+
+class SimpleWebsocketError(RuntimeError):
+    """Base class of every exception defined by this package."""
+
+
+class ConnectionError(SimpleWebsocketError):  # noqa: A001 - the 1.1 public name
+    """The WebSocket connection could not be established.
+
+    Attributes:
+        status_code: The HTTP status code involved, when there is one: the status the
+            server answered with on the client side, or the status sent to the client
+            on the server side (400 for an invalid handshake). ``None`` otherwise.
+    """
+
+    def __init__(self, status_code: int | None = None) -> None:
+        self.status_code = status_code
+        super().__init__(f"Connection error: {status_code}")
+
+
+class HandshakeRejected(ConnectionError):
+    """The server answered the opening handshake with a status other than 101.
+
+    Attributes:
+        status_code: The HTTP status code of the response.
+        headers: The response headers as ``(name, value)`` pairs.
+        body: The beginning of the response body, if any arrived with the headers.
+    """
+
+    def __init__(
+        self,
+        status_code: int,
+        headers: Sequence[tuple[str, str]] = (),
+        body: bytes = b"",
+    ) -> None:
+        super().__init__(status_code)
+        self.headers = list(headers)
+        self.body = body
+
+    def header(self, name: str) -> str | None:
+        """Return the first response header called ``name`` (case-insensitive)."""
+        lname = name.lower()
+        for key, value in self.headers:
+            if key.lower() == lname:
+                return value
+        return None
+
+
+class HandshakeError(ConnectionError):
+    """The opening handshake was malformed or did not follow RFC 6455.
+
+    On the client side ``status_code`` is the status of the (invalid) response, or
+    ``None`` when no status line could be read. On the server side it is the status
+    that was sent back to the client (400, or 426 for a request without upgrade).
+    """
+
+    def __init__(self, detail: str, status_code: int | None = None) -> None:
+        super().__init__(status_code)
+        self.detail = detail
+        self.args = (f"Invalid WebSocket handshake: {detail}",)
+
+
+class OpenTimeout(ConnectionError):
+    """Opening the connection (TCP, TLS and handshake) exceeded ``open_timeout``."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(None)
+        self.timeout = timeout
+        self.args = (f"Timed out after {timeout} s while opening the connection",)
+
+
+class ConnectionClosed(SimpleWebsocketError):
+    """The WebSocket connection is closed.
+
+    Attributes:
+        reason: The close code (an ``int``; 1000 is a normal closure, 1006 means the
+            connection was lost without a close frame).
+        message: The close reason text sent with the close frame, or ``None``.
+    """
+
+    def __init__(self, reason: int = NO_STATUS_RCVD, message: str | None = None) -> None:
+        self.reason = reason
+        self.message = message
+        super().__init__(f"Connection closed: {reason} {message or ''}")

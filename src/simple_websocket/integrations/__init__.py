@@ -1,0 +1,1 @@
+"""Adapters that accept WebSocket connections inside web frameworks and servers."""

@@ -1,0 +1,189 @@
+"""A WebSocket connection over the ASGI WebSocket interface.
+
+The ASGI server (uvicorn, hypercorn, daphne, ...) speaks the protocol; this adapter
+turns its ``receive``/``send`` events into the same connection interface as every
+other async connection: ``send``, ``receive(timeout)``, ``close``, ``async for``,
+``async with``. A reader task moves events into the bounded message queue and stops
+taking events while the queue is full, so a slow consumer pushes back on the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import Any
+
+from ..asyncio.connection import BaseConnection
+from ..errors import ConnectionClosed, HandshakeError
+from ..sansio.handshake import HandshakeRequest, choose_subprotocol, normalize_subprotocols
+from ..sansio.protocol import CloseCode
+
+__all__ = ["ASGIConnection"]
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+class ASGIConnection(BaseConnection):
+    """A WebSocket connection accepted through ASGI.
+
+    Create it with :meth:`accept` (or ``AioServer.accept(asgi=(scope, receive,
+    send))``).
+    """
+
+    def __init__(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        subprotocols: str | Sequence[str] | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        if scope.get("type") != "websocket":
+            raise ValueError(f"ASGI scope type must be 'websocket', not {scope.get('type')!r}")
+        self.scope = scope
+        self._asgi_receive = receive
+        self._asgi_send = send
+        self.subprotocols = normalize_subprotocols(subprotocols)
+        self._reader: asyncio.Task[None] | None = None
+        self._can_read = asyncio.Event()
+        self._can_read.set()
+        self._closed_event = asyncio.Event()
+        self._close_sent = False
+
+    @property
+    def request(self) -> HandshakeRequest:
+        """The client's request as a :class:`HandshakeRequest` (path, headers)."""
+        path = self.scope.get("path", "/")
+        query = self.scope.get("query_string", b"")
+        target = path + ("?" + query.decode("latin-1") if query else "")
+        headers = [
+            (k.decode("latin-1"), v.decode("latin-1")) for k, v in self.scope.get("headers", [])
+        ]
+        if self.scope.get("subprotocols") and not any(
+            k.lower() == "sec-websocket-protocol" for k, _ in headers
+        ):
+            headers.append(("Sec-WebSocket-Protocol", ", ".join(self.scope["subprotocols"])))
+        return HandshakeRequest(target, headers)
+
+    def choose_subprotocol(self, request: HandshakeRequest) -> str | None:
+        """Pick the first offered subprotocol that is in ``subprotocols``."""
+        return choose_subprotocol(self.scope.get("subprotocols") or [], self.subprotocols)
+
+    @classmethod
+    async def accept(
+        cls,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        subprotocols: str | Sequence[str] | None = None,
+        *,
+        headers: Any = None,
+        chooser: Callable[[HandshakeRequest], str | None] | None = None,
+        **options: Any,
+    ) -> ASGIConnection:
+        """Accept the WebSocket of an ASGI ``websocket`` scope.
+
+        Args:
+            scope: The ASGI scope.
+            receive: The ASGI receive callable.
+            send: The ASGI send callable.
+            subprotocols: Subprotocols this server supports.
+            headers: Extra response headers (mapping or pairs), sent with the accept.
+            chooser: Replaces :meth:`choose_subprotocol`.
+            **options: Connection options (``max_message_size``, ``max_queue``, ...).
+
+        Raises:
+            HandshakeError: The client disconnected before the handshake, or the
+                server sent something other than ``websocket.connect``.
+        """
+        ws = cls(scope, receive, send, subprotocols, **options)
+        event = await receive()
+        if event["type"] == "websocket.disconnect":
+            raise HandshakeError("the client disconnected before the handshake")
+        if event["type"] != "websocket.connect":
+            raise HandshakeError(f"expected websocket.connect, got {event['type']!r}")
+        choose = chooser or ws.choose_subprotocol
+        ws.subprotocol = choose(ws.request)
+        accept: dict[str, Any] = {"type": "websocket.accept", "subprotocol": ws.subprotocol}
+        if headers:
+            items = headers.items() if hasattr(headers, "items") else headers
+            accept["headers"] = [(str(k).encode(), str(v).encode()) for k, v in items]
+        await send(accept)
+        ws.connected = True
+        ws._reader = asyncio.get_running_loop().create_task(ws._read())
+        return ws
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                await self._can_read.wait()
+                event = await self._asgi_receive()
+                kind = event["type"]
+                if kind == "websocket.receive":
+                    text = event.get("text")
+                    self._deliver([text if text is not None else bytes(event.get("bytes") or b"")])
+                elif kind == "websocket.disconnect":
+                    self._finish(
+                        int(event.get("code", CloseCode.NORMAL_CLOSURE)), event.get("reason") or None
+                    )
+                    break
+        except Exception as exc:  # the server's receive failed: the connection is gone
+            self._finish(CloseCode.ABNORMAL_CLOSURE, str(exc) or None)
+        finally:
+            self._closed_event.set()
+
+    def _pause_reading(self) -> None:
+        self._can_read.clear()
+
+    def _resume_reading(self) -> None:
+        self._can_read.set()
+
+    async def send(self, data: Any) -> None:
+        """Send a message: bytes-like data as binary, anything else as text.
+
+        Raises:
+            ConnectionClosed: The connection is closing or closed.
+        """
+        if self._finished or self._close_sent:
+            raise self._closed_exception()
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            event: dict[str, Any] = {"type": "websocket.send", "bytes": bytes(data)}
+        else:
+            event = {"type": "websocket.send", "text": data if isinstance(data, str) else str(data)}
+        try:
+            await self._asgi_send(event)
+        except Exception as exc:
+            # Servers raise their own exception types once the client is gone.
+            self._finish(CloseCode.ABNORMAL_CLOSURE, None)
+            raise ConnectionClosed(self.close_reason, self.close_message) from exc
+
+    async def close(self, reason: int | None = None, message: str | None = None) -> None:
+        """Close the connection with ``reason`` (1000) and wait for the client.
+
+        Waits up to ``close_timeout`` for the server to report the disconnect.
+        Idempotent.
+        """
+        self._close_called = True
+        self.connected = False
+        if not self._close_sent and not self._finished:
+            self._close_sent = True
+            event: dict[str, Any] = {
+                "type": "websocket.close",
+                "code": reason or CloseCode.NORMAL_CLOSURE,
+            }
+            if message:
+                event["reason"] = message
+            with contextlib.suppress(Exception):
+                await self._asgi_send(event)
+        # Let the reader see the disconnect even if the queue is full.
+        self._can_read.set()
+        try:
+            await asyncio.wait_for(self._closed_event.wait(), self.close_timeout)
+        except TimeoutError:
+            if self._reader is not None:
+                self._reader.cancel()
+            self._finish(reason or CloseCode.NORMAL_CLOSURE, message)

@@ -1,0 +1,511 @@
+"""The opening handshake of RFC 6455, both sides, without I/O.
+
+This module builds and parses the HTTP/1.1 upgrade request and response, checks them
+against RFC 6455 section 4, negotiates the subprotocol and permessage-deflate
+(RFC 7692, through ``wsproto.extensions.PerMessageDeflate``) and hands over the bytes
+that followed the handshake so that nothing received early is lost.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from wsproto.extensions import Extension, PerMessageDeflate
+
+from ..errors import HandshakeError, HandshakeRejected
+
+__all__ = [
+    "MAX_HEAD_SIZE",
+    "ClientHandshake",
+    "HandshakeRequest",
+    "WSURL",
+    "accept_key",
+    "accept_request",
+    "build_accept_response",
+    "build_reject_response",
+    "choose_subprotocol",
+    "normalize_headers",
+    "normalize_subprotocols",
+    "parse_request_head",
+    "parse_url",
+    "validate_request",
+]
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+#: The largest HTTP head (start line and headers) accepted in either direction.
+MAX_HEAD_SIZE = 16 * 1024
+_MAX_HEADERS = 128
+
+Headers = list[tuple[str, str]]
+HeadersLike = Mapping[str, str] | Iterable[tuple[str, str]] | None
+
+
+@dataclass(frozen=True)
+class WSURL:
+    """A parsed ``ws://`` or ``wss://`` URL."""
+
+    secure: bool
+    host: str
+    port: int
+    resource: str
+    #: The value of the ``Host`` header (includes the port when it is not the default).
+    host_header: str
+
+
+def parse_url(url: str) -> WSURL:
+    """Parse a WebSocket URL.
+
+    ``http://`` and ``https://`` are accepted as aliases of ``ws://`` and ``wss://``,
+    as simple-websocket 1.1 did.
+
+    Raises:
+        ValueError: The URL is not a string, has another scheme, has no host, has an
+            invalid port, or carries a fragment.
+    """
+    if not isinstance(url, str):
+        raise ValueError(f"WebSocket URL must be a str, not {type(url).__name__}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"Invalid WebSocket URL {url!r}: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("ws", "wss", "http", "https"):
+        raise ValueError(
+            f"Invalid WebSocket URL {url!r}: scheme must be ws:// or wss://"
+            + (f", not {parts.scheme}://" if parts.scheme else "")
+        )
+    if not parts.hostname:
+        raise ValueError(f"Invalid WebSocket URL {url!r}: no host")
+    if parts.fragment:
+        raise ValueError(f"Invalid WebSocket URL {url!r}: fragments are not allowed")
+    secure = scheme in ("wss", "https")
+    default_port = 443 if secure else 80
+    host = parts.hostname
+    resource = parts.path or "/"
+    if parts.query:
+        resource += "?" + parts.query
+    host_for_header = f"[{host}]" if ":" in host else host
+    if port is None or port == default_port:
+        host_header = host_for_header
+    else:
+        host_header = f"{host_for_header}:{port}"
+    return WSURL(secure, host, port or default_port, resource, host_header)
+
+
+def normalize_headers(headers: HeadersLike) -> Headers:
+    """Return headers given as a mapping or as ``(name, value)`` pairs as a list.
+
+    Raises:
+        ValueError: A name or value contains CR or LF, or a name is empty.
+    """
+    if headers is None:
+        return []
+    items: Iterable[Any]
+    if isinstance(headers, Mapping):
+        items = headers.items()
+    elif hasattr(headers, "items") and callable(headers.items):
+        items = headers.items()
+    else:
+        items = headers
+    result: Headers = []
+    for item in items:
+        name, value = item
+        name = str(name)
+        value = str(value)
+        if not name or any(c in name for c in "\r\n:") or any(c in value for c in "\r\n"):
+            raise ValueError(f"Invalid HTTP header {name!r}: {value!r}")
+        result.append((name, value))
+    return result
+
+
+def normalize_subprotocols(subprotocols: str | Iterable[str] | None) -> list[str]:
+    """Return a subprotocol given as one string or as a list as a list."""
+    if subprotocols is None:
+        return []
+    if isinstance(subprotocols, str):
+        return [subprotocols]
+    return [str(s) for s in subprotocols]
+
+
+def get_header(headers: Sequence[tuple[str, str]], name: str) -> str | None:
+    """Return the first value of header ``name`` (case-insensitive), or ``None``."""
+    lname = name.lower()
+    for key, value in headers:
+        if key.lower() == lname:
+            return value
+    return None
+
+
+def get_tokens(headers: Sequence[tuple[str, str]], name: str) -> list[str]:
+    """Return the comma separated tokens of every header called ``name``."""
+    lname = name.lower()
+    tokens: list[str] = []
+    for key, value in headers:
+        if key.lower() == lname:
+            tokens.extend(t.strip() for t in value.split(",") if t.strip())
+    return tokens
+
+
+def accept_key(key: str) -> str:
+    """Return the ``Sec-WebSocket-Accept`` value for a ``Sec-WebSocket-Key``."""
+    digest = hashlib.sha1(key.encode("ascii") + _GUID).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def _split_head(data: bytes | bytearray) -> tuple[list[str], bytes] | None:
+    """Split a complete HTTP head off ``data``.
+
+    Returns ``None`` while the head is incomplete, else the head's lines (start line
+    first) and the bytes after it.
+
+    Raises:
+        HandshakeError: The head is larger than ``MAX_HEAD_SIZE`` or not ASCII/Latin-1.
+    """
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        if len(data) > MAX_HEAD_SIZE:
+            raise HandshakeError("HTTP head too large", 431)
+        return None
+    if end > MAX_HEAD_SIZE:
+        raise HandshakeError("HTTP head too large", 431)
+    head = bytes(data[:end]).decode("latin-1")
+    return head.split("\r\n"), bytes(data[end + 4 :])
+
+
+def _parse_header_lines(lines: list[str]) -> Headers:
+    if len(lines) > _MAX_HEADERS:
+        raise HandshakeError("too many HTTP headers", 431)
+    headers: Headers = []
+    for line in lines:
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip() or line[0] in " \t":
+            raise HandshakeError(f"malformed HTTP header line {line!r}", 400)
+        headers.append((name, value.strip()))
+    return headers
+
+
+@dataclass
+class HandshakeRequest:
+    """What a client asked for in its opening handshake.
+
+    An instance is passed to ``choose_subprotocol(request)``; like the
+    ``wsproto.events.Request`` that simple-websocket 1.1 passed, it has
+    ``subprotocols``, ``extensions``, ``host`` and ``target``.
+    """
+
+    target: str = "/"
+    headers: Headers = field(default_factory=list)
+    method: str = "GET"
+
+    @property
+    def host(self) -> str:
+        """The ``Host`` header, or an empty string."""
+        return get_header(self.headers, "Host") or ""
+
+    @property
+    def subprotocols(self) -> list[str]:
+        """The subprotocols the client offered, in its order of preference."""
+        return get_tokens(self.headers, "Sec-WebSocket-Protocol")
+
+    @property
+    def extensions(self) -> list[str]:
+        """The extension offers of ``Sec-WebSocket-Extensions``, one string each."""
+        return get_tokens(self.headers, "Sec-WebSocket-Extensions")
+
+    def header(self, name: str) -> str | None:
+        """Return the first value of header ``name`` (case-insensitive), or ``None``."""
+        return get_header(self.headers, name)
+
+
+def parse_request_head(data: bytes | bytearray) -> tuple[HandshakeRequest, bytes] | None:
+    """Parse an HTTP/1.1 request head from the start of ``data``.
+
+    Returns:
+        ``None`` while the head is incomplete, else the request and the bytes that
+        followed the head.
+
+    Raises:
+        HandshakeError: The request line or a header is malformed (status 400), or
+            the head is too large (431).
+    """
+    split = _split_head(data)
+    if split is None:
+        return None
+    lines, rest = split
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+        raise HandshakeError(f"malformed HTTP request line {lines[0]!r}", 400)
+    method, target, version = parts
+    if version != "HTTP/1.1":
+        raise HandshakeError(f"unsupported HTTP version {version}", 400)
+    return HandshakeRequest(target, _parse_header_lines(lines[1:]), method), rest
+
+
+def validate_request(request: HandshakeRequest) -> str:
+    """Check a client's upgrade request against RFC 6455 section 4.2.1.
+
+    Returns:
+        The client's ``Sec-WebSocket-Key``.
+
+    Raises:
+        HandshakeError: With ``status_code`` 426 when the request is not a WebSocket
+            upgrade at all, else 400, and a ``detail`` naming the problem.
+    """
+    headers = request.headers
+    if request.method != "GET":
+        raise HandshakeError(f"method must be GET, not {request.method}", 400)
+    upgrade = [t.lower() for t in get_tokens(headers, "Upgrade")]
+    if "websocket" not in upgrade:
+        raise HandshakeError("missing 'Upgrade: websocket' header", 426)
+    connection = [t.lower() for t in get_tokens(headers, "Connection")]
+    if "upgrade" not in connection:
+        raise HandshakeError("missing 'Connection: Upgrade' header", 400)
+    version = get_header(headers, "Sec-WebSocket-Version")
+    if version != "13":
+        raise HandshakeError(f"unsupported Sec-WebSocket-Version {version!r}", 426)
+    key = get_header(headers, "Sec-WebSocket-Key")
+    if key is None:
+        raise HandshakeError("missing Sec-WebSocket-Key header", 400)
+    try:
+        raw = base64.b64decode(key.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raw = b""
+    if len(raw) != 16:
+        raise HandshakeError(f"invalid Sec-WebSocket-Key {key!r}", 400)
+    return key
+
+
+def choose_subprotocol(offered: Sequence[str], supported: Sequence[str]) -> str | None:
+    """Return the first subprotocol in the client's ``offered`` list we support."""
+    for name in offered:
+        if name in supported:
+            return name
+    return None
+
+
+def negotiate_extensions(
+    offers: Sequence[str], extensions: Sequence[Extension]
+) -> tuple[list[Extension], str | None]:
+    """Accept the first acceptable offer of each extension we support.
+
+    Returns:
+        The extensions now enabled, and the ``Sec-WebSocket-Extensions`` response value
+        (``None`` when nothing was accepted).
+    """
+    accepted: list[Extension] = []
+    values: list[str] = []
+    for ext in extensions:
+        for offer in offers:
+            name = offer.split(";", 1)[0].strip()
+            if name != ext.name:
+                continue
+            try:
+                params = ext.accept(offer)
+            except ValueError:
+                params = None
+            if params is None or params is False:
+                continue
+            accepted.append(ext)
+            values.append(ext.name if params is True or not params else f"{ext.name}; {params}")
+            break
+    return accepted, (", ".join(values) if values else None)
+
+
+def build_accept_response(
+    key: str,
+    subprotocol: str | None,
+    extensions_header: str | None,
+    extra_headers: Sequence[tuple[str, str]] = (),
+) -> bytes:
+    """Return the bytes of a ``101 Switching Protocols`` response."""
+    lines = [
+        "HTTP/1.1 101 Switching Protocols",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Accept: {accept_key(key)}",
+    ]
+    if subprotocol:
+        lines.append(f"Sec-WebSocket-Protocol: {subprotocol}")
+    if extensions_header:
+        lines.append(f"Sec-WebSocket-Extensions: {extensions_header}")
+    lines.extend(f"{name}: {value}" for name, value in extra_headers)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+_REASONS = {
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    426: "Upgrade Required",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+def build_reject_response(
+    status: int, body: str = "", extra_headers: Sequence[tuple[str, str]] = ()
+) -> bytes:
+    """Return the bytes of a plain-text HTTP error response that closes the connection."""
+    payload = body.encode("utf-8")
+    lines = [
+        f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}",
+        "Content-Type: text/plain; charset=utf-8",
+        f"Content-Length: {len(payload)}",
+        "Connection: close",
+    ]
+    if status == 426:
+        lines += ["Upgrade: websocket", "Sec-WebSocket-Version: 13"]
+    lines.extend(f"{name}: {value}" for name, value in extra_headers)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload
+
+
+class ClientHandshake:
+    """The client side of the opening handshake.
+
+    Usage: send :attr:`request` bytes, feed the response to :meth:`receive_data` until
+    it returns ``True``, then read :attr:`subprotocol`, :attr:`extensions` and
+    :attr:`trailing_data` (bytes that arrived after the response head: the first
+    frames, which must not be lost).
+    """
+
+    def __init__(
+        self,
+        url: WSURL,
+        subprotocols: Sequence[str] = (),
+        extra_headers: Sequence[tuple[str, str]] = (),
+        compression: bool = True,
+        key_factory: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self.url = url
+        self.subprotocols = list(subprotocols)
+        self.key = base64.b64encode(key_factory(16)).decode("ascii")
+        self._offered: list[Extension] = [PerMessageDeflate()] if compression else []
+        self._buffer = bytearray()
+        self.subprotocol: str | None = None
+        self.extensions: list[Extension] = []
+        self.trailing_data = b""
+        self.response_headers: Headers = []
+        self.request = self._build_request(extra_headers)
+
+    def _build_request(self, extra_headers: Sequence[tuple[str, str]]) -> bytes:
+        lines = [f"GET {self.url.resource} HTTP/1.1"]
+        names = {name.lower() for name, _ in extra_headers}
+        if "host" not in names:
+            lines.append(f"Host: {self.url.host_header}")
+        lines += [
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            f"Sec-WebSocket-Key: {self.key}",
+            "Sec-WebSocket-Version: 13",
+        ]
+        if self.subprotocols:
+            lines.append(f"Sec-WebSocket-Protocol: {', '.join(self.subprotocols)}")
+        offers = []
+        for ext in self._offered:
+            offer = ext.offer()
+            if offer is True:
+                offers.append(ext.name)
+            elif offer:
+                offers.append(f"{ext.name}; {offer}")
+        if offers:
+            lines.append(f"Sec-WebSocket-Extensions: {', '.join(offers)}")
+        lines.extend(f"{name}: {value}" for name, value in extra_headers)
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    def receive_data(self, data: bytes) -> bool:
+        """Feed bytes of the server's response.
+
+        Returns:
+            ``True`` once the handshake completed successfully.
+
+        Raises:
+            HandshakeRejected: The server answered with a status other than 101.
+            HandshakeError: The response is malformed or does not complete a valid
+                WebSocket handshake for this request.
+        """
+        self._buffer += data
+        split = _split_head(self._buffer)
+        if split is None:
+            return False
+        lines, rest = split
+        parts = lines[0].split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+            raise HandshakeError(f"malformed HTTP status line {lines[0]!r}")
+        status = int(parts[1])
+        headers = _parse_header_lines(lines[1:])
+        self.response_headers = headers
+        if status != 101:
+            raise HandshakeRejected(status, headers, rest)
+        self._check_response(headers)
+        self.trailing_data = rest
+        return True
+
+    def _check_response(self, headers: Headers) -> None:
+        def fail(detail: str) -> None:
+            raise HandshakeError(detail, 101)
+
+        if "websocket" not in [t.lower() for t in get_tokens(headers, "Upgrade")]:
+            fail("response lacks 'Upgrade: websocket'")
+        if "upgrade" not in [t.lower() for t in get_tokens(headers, "Connection")]:
+            fail("response lacks 'Connection: Upgrade'")
+        if get_header(headers, "Sec-WebSocket-Accept") != accept_key(self.key):
+            fail("wrong Sec-WebSocket-Accept")
+        protocols = get_tokens(headers, "Sec-WebSocket-Protocol")
+        if len(protocols) > 1:
+            fail("more than one subprotocol selected")
+        if protocols:
+            if protocols[0] not in self.subprotocols:
+                fail(f"server selected subprotocol {protocols[0]!r}, which was not offered")
+            self.subprotocol = protocols[0]
+        for accepted in get_tokens(headers, "Sec-WebSocket-Extensions"):
+            name = accepted.split(";", 1)[0].strip()
+            for ext in self._offered:
+                if ext.name == name and ext not in self.extensions:
+                    try:
+                        ext.finalize(accepted)
+                    except ValueError:
+                        fail(f"invalid extension parameters {accepted!r}")
+                    self.extensions.append(ext)
+                    break
+            else:
+                fail(f"server accepted extension {name!r}, which was not offered")
+
+
+def accept_request(
+    request: HandshakeRequest,
+    subprotocol: str | None,
+    compression: bool = True,
+    extra_headers: Sequence[tuple[str, str]] = (),
+) -> tuple[bytes, list[Extension]]:
+    """Validate a client's upgrade request and build the server's answer.
+
+    Args:
+        request: The client's request.
+        subprotocol: The subprotocol chosen for this connection, or ``None``.
+        compression: Accept permessage-deflate when the client offers it.
+        extra_headers: More headers for the 101 response.
+
+    Returns:
+        The ``101 Switching Protocols`` response bytes and the enabled extensions.
+
+    Raises:
+        HandshakeError: The request is not a valid WebSocket upgrade; its
+            ``status_code`` (400 or 426) and ``detail`` say what to answer. Status
+            500 when ``subprotocol`` is not one the client offered.
+    """
+    key = validate_request(request)
+    if subprotocol is not None and subprotocol not in request.subprotocols:
+        raise HandshakeError(f"subprotocol {subprotocol!r} was not offered by the client", 500)
+    supported: list[Extension] = [PerMessageDeflate()] if compression else []
+    extensions, extensions_header = negotiate_extensions(request.extensions, supported)
+    return build_accept_response(key, subprotocol, extensions_header, extra_headers), extensions
