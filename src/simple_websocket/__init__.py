@@ -20,7 +20,9 @@ from .sansio.protocol import CloseCode
 
 __version__ = "2.0.0.dev0"
 
-__all__ = [
+# The six names of simple-websocket 1.1 first (its sync Server and Client are not
+# ported yet), then the new ones.
+__all__ = [  # noqa: RUF022
     "AioClient",
     "AioServer",
     "ConnectionClosed",

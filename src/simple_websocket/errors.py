@@ -44,7 +44,7 @@ class SimpleWebsocketError(RuntimeError):
     """Base class of every exception defined by this package."""
 
 
-class ConnectionError(SimpleWebsocketError):  # noqa: A001 - the 1.1 public name
+class ConnectionError(SimpleWebsocketError):
     """The WebSocket connection could not be established.
 
     Attributes:

@@ -72,20 +72,19 @@ async def open_connection(
 
     context: ssl_module.SSLContext | None = None
     if url.secure:
-        context = ssl_context or ssl_module.create_default_context(
-            ssl_module.Purpose.SERVER_AUTH
-        )
-    transport: asyncio.BaseTransport | None = None
+        context = ssl_context or ssl_module.create_default_context(ssl_module.Purpose.SERVER_AUTH)
+    transport: asyncio.Transport | None = None
     try:
         async with asyncio.timeout(open_timeout):
-            transport, _ = await loop.create_connection(
+            base, _ = await loop.create_connection(
                 lambda: protocol,
                 url.host,
                 url.port,
                 ssl=context,
                 server_hostname=url.host if context is not None else None,
             )
-            assert isinstance(transport, asyncio.Transport)
+            assert isinstance(base, asyncio.Transport)
+            transport = base
             transport.write(handshake.request)
             await done
     except TimeoutError:

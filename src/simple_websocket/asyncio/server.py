@@ -144,7 +144,11 @@ class _ServerProtocol(StreamProtocol):
         try:
             conn._answer_handshake(self.transport, request)
         except HandshakeError as exc:
-            logger.info("rejected handshake from %s: %s", self.transport.get_extra_info("peername"), exc.detail)
+            logger.info(
+                "rejected handshake from %s: %s",
+                self.transport.get_extra_info("peername"),
+                exc.detail,
+            )
             return
         self.attach(conn)
         if rest:
@@ -309,6 +313,4 @@ def serve(
     **accept_options: Any,
 ) -> WebSocketServer[Any]:
     """Create a standalone WebSocket server; see :func:`simple_websocket.serve`."""
-    return WebSocketServer(
-        handler, host, port, connection_class=connection_class, **accept_options
-    )
+    return WebSocketServer(handler, host, port, connection_class=connection_class, **accept_options)

@@ -23,9 +23,9 @@ from ..errors import HandshakeError, HandshakeRejected
 
 __all__ = [
     "MAX_HEAD_SIZE",
+    "WSURL",
     "ClientHandshake",
     "HandshakeRequest",
-    "WSURL",
     "accept_key",
     "accept_request",
     "build_accept_response",
@@ -110,10 +110,8 @@ def normalize_headers(headers: HeadersLike) -> Headers:
     if headers is None:
         return []
     items: Iterable[Any]
-    if isinstance(headers, Mapping):
-        items = headers.items()
-    elif hasattr(headers, "items") and callable(headers.items):
-        items = headers.items()
+    if isinstance(headers, Mapping) or callable(getattr(headers, "items", None)):
+        items = headers.items()  # type: ignore[union-attr]
     else:
         items = headers
     result: Headers = []

@@ -1,0 +1,470 @@
+"""The 1.1 async API (AioClient, AioServer) and serve(), against real peers."""
+
+import asyncio
+import socket
+import ssl
+from http import HTTPStatus
+
+import aiohttp
+import pytest
+import trustme
+import websockets
+from websockets.asyncio.server import serve as ws_serve
+
+import simple_websocket
+from simple_websocket import (
+    AioClient,
+    AioServer,
+    ConnectionClosed,
+    HandshakeError,
+    HandshakeRejected,
+    OpenTimeout,
+)
+
+
+async def ws_echo(conn):
+    try:
+        async for message in conn:
+            await conn.send(message)
+    except websockets.ConnectionClosed:
+        pass
+
+
+async def echo(ws):
+    async for message in ws:
+        await ws.send(message)
+
+
+def ws_port(server) -> int:
+    return server.sockets[0].getsockname()[1]
+
+
+# -- client against the websockets server -----------------------------------------
+
+
+async def test_client_echo_against_websockets():
+    async with ws_serve(ws_echo, "127.0.0.1", 0, max_size=None) as server:
+        url = f"ws://127.0.0.1:{ws_port(server)}/path?q=1"
+        ws = await AioClient.connect(url)
+        assert ws.connected
+        for message in ["text", "ünïcode ✓", b"\x00\xff" * 10, "", b""]:
+            await ws.send(message)
+            assert await ws.receive(timeout=5) == message
+        big = bytes(range(256)) * 8192  # 2 MiB
+        await ws.send(big)
+        assert await ws.receive(timeout=10) == big
+        await ws.send(bytearray(b"ba"))
+        assert await ws.receive(timeout=5) == b"ba"
+        await ws.send(memoryview(b"mv"))
+        assert await ws.receive(timeout=5) == b"mv"
+        await ws.send(42)  # 1.1 sends anything that is not bytes as text
+        assert await ws.receive(timeout=5) == "42"
+        await ws.close()
+        assert not ws.connected
+        assert ws.close_reason == 1000
+        await ws.close()  # idempotent
+        with pytest.raises(ConnectionClosed):
+            await ws.send("after close")
+        with pytest.raises(ConnectionClosed):
+            await ws.receive()
+
+
+async def test_client_sends_headers_subprotocols_and_negotiates_deflate():
+    seen = {}
+
+    async def handler(conn):
+        seen["path"] = conn.request.path
+        seen["token"] = conn.request.headers.get("X-Token")
+        seen["extensions"] = conn.request.headers.get("Sec-WebSocket-Extensions")
+        await conn.send("x" * 10000)
+        await conn.wait_closed()
+
+    async with ws_serve(handler, "127.0.0.1", 0, subprotocols=["chat", "superchat"]) as server:
+        url = f"ws://127.0.0.1:{ws_port(server)}/p?x=1"
+        async with AioClient.connect(
+            url, subprotocols=["superchat"], headers={"X-Token": "abc"}
+        ) as ws:
+            assert ws.subprotocol == "superchat"
+            assert await ws.receive(timeout=5) == "x" * 10000
+        async with AioClient.connect(
+            url, subprotocols="chat", headers=[("X-Token", "def")], compression=False
+        ) as ws:
+            assert ws.subprotocol == "chat"
+            assert await ws.receive(timeout=5) == "x" * 10000
+    assert seen["path"] == "/p?x=1"
+    assert seen["token"] == "def"
+    assert seen["extensions"] is None
+
+
+async def test_client_deflate_is_negotiated_by_default():
+    async with ws_serve(ws_echo, "127.0.0.1", 0) as server:
+        async with AioClient.connect(f"ws://127.0.0.1:{ws_port(server)}/") as ws:
+            extensions = dict(ws.response_headers).get("Sec-WebSocket-Extensions", "")
+            assert "permessage-deflate" in extensions
+            payload = "compressible " * 5000
+            await ws.send(payload)
+            assert await ws.receive(timeout=5) == payload
+
+
+async def test_server_close_code_and_reason_reach_client():
+    async def closer(conn):
+        await conn.close(4000, "custom reason")
+
+    async with ws_serve(closer, "127.0.0.1", 0) as server:
+        ws = await AioClient.connect(f"ws://127.0.0.1:{ws_port(server)}/")
+        with pytest.raises(ConnectionClosed) as info:
+            await ws.receive(timeout=5)
+        assert info.value.reason == 4000
+        assert info.value.message == "custom reason"
+        assert (ws.close_reason, ws.close_message) == (4000, "custom reason")
+        # Iteration raises on an abnormal code.
+        with pytest.raises(ConnectionClosed):
+            async for _ in ws:
+                pass
+
+
+async def test_buffered_messages_are_delivered_before_connection_closed():
+    async def burst_then_close(conn):
+        for i in range(10):
+            await conn.send(str(i))
+        await conn.close(1000, "done")
+
+    async with ws_serve(burst_then_close, "127.0.0.1", 0) as server:
+        ws = await AioClient.connect(f"ws://127.0.0.1:{ws_port(server)}/")
+        await ws.wait_closed()
+        assert [await ws.receive() for _ in range(10)] == [str(i) for i in range(10)]
+        with pytest.raises(ConnectionClosed) as info:
+            await ws.receive()
+        assert (info.value.reason, info.value.message) == (1000, "done")
+
+
+async def test_async_with_closes_with_1011_when_block_raises():
+    codes = asyncio.Queue()
+
+    async def handler(conn):
+        try:
+            await conn.recv()
+        except websockets.ConnectionClosed as exc:
+            await codes.put(exc.rcvd.code if exc.rcvd else None)
+
+    async with ws_serve(handler, "127.0.0.1", 0) as server:
+        url = f"ws://127.0.0.1:{ws_port(server)}/"
+        with pytest.raises(KeyError):
+            async with AioClient.connect(url):
+                raise KeyError("boom")
+        assert await asyncio.wait_for(codes.get(), 5) == 1011
+        async with AioClient.connect(url):
+            pass
+        assert await asyncio.wait_for(codes.get(), 5) == 1000
+
+
+# -- client errors ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["ftp://h/", "localhost:8000", "ws://", "ws://h:x/"])
+def test_invalid_url_is_value_error_at_once(url):
+    with pytest.raises(ValueError, match="Invalid WebSocket URL"):
+        AioClient.connect(url)
+
+
+async def test_connection_refused_is_oserror():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    with pytest.raises(ConnectionRefusedError):
+        await AioClient.connect(f"ws://127.0.0.1:{port}/")
+
+
+@pytest.mark.parametrize("status", [HTTPStatus.FORBIDDEN, HTTPStatus.SERVICE_UNAVAILABLE])
+async def test_rejected_handshake_is_connection_error_with_status(status):
+    def process_request(connection, request):
+        response = connection.respond(status, "go away\n")
+        response.headers["Retry-After"] = "3"
+        return response
+
+    async with ws_serve(ws_echo, "127.0.0.1", 0, process_request=process_request) as server:
+        with pytest.raises(simple_websocket.ConnectionError) as info:
+            await AioClient.connect(f"ws://127.0.0.1:{ws_port(server)}/")
+    assert isinstance(info.value, HandshakeRejected)
+    assert info.value.status_code == status
+    assert info.value.header("Retry-After") == "3"
+
+
+async def test_open_timeout_against_a_silent_server():
+    silent = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(OpenTimeout) as info:
+            await AioClient.connect(f"ws://127.0.0.1:{port}/", open_timeout=0.1)
+        assert isinstance(info.value, simple_websocket.ConnectionError)
+    finally:
+        silent.close()
+
+
+async def test_http_server_that_is_not_websocket():
+    async def plain_http(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(plain_http, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(HandshakeRejected) as info:
+            await AioClient.connect(f"ws://127.0.0.1:{port}/")
+        assert info.value.status_code == 200
+    finally:
+        server.close()
+
+
+async def test_server_closing_during_handshake():
+    async def slam(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(slam, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(OSError):
+            await AioClient.connect(f"ws://127.0.0.1:{port}/")
+    finally:
+        server.close()
+
+
+# -- TLS ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls():
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ca.configure_trust(client_ctx)
+    return server_ctx, client_ctx
+
+
+async def test_wss_verifies_certificates_by_default(tls):
+    server_ctx, client_ctx = tls
+    async with ws_serve(ws_echo, "127.0.0.1", 0, ssl=server_ctx) as server:
+        url = f"wss://localhost:{ws_port(server)}/"
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await AioClient.connect(url)
+        async with AioClient.connect(url, ssl_context=client_ctx) as ws:
+            await ws.send("secure")
+            assert await ws.receive(timeout=5) == "secure"
+
+
+async def test_serve_over_tls(tls):
+    server_ctx, client_ctx = tls
+    async with simple_websocket.serve(echo, "127.0.0.1", 0, ssl=server_ctx) as server:
+        assert server.url.startswith("wss://")
+        url = f"wss://localhost:{server.port}/"
+        async with AioClient.connect(url, ssl_context=client_ctx) as ws:
+            await ws.send(b"x" * 300000)
+            assert await ws.receive(timeout=5) == b"x" * 300000
+
+
+# -- serve() --------------------------------------------------------------------------
+
+
+async def test_serve_with_websockets_and_aiohttp_clients():
+    async with simple_websocket.serve(echo) as server:
+        async with websockets.connect(server.url) as conn:
+            await conn.send("from websockets")
+            assert await conn.recv() == "from websockets"
+            await conn.send(b"\x00" * 200000)
+            assert await conn.recv() == b"\x00" * 200000
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(server.url) as conn:
+                await conn.send_str("from aiohttp")
+                assert (await conn.receive()).data == "from aiohttp"
+                await conn.send_bytes(b"b" * 70000)
+                assert (await conn.receive()).data == b"b" * 70000
+
+
+async def test_serve_handles_many_connections_at_once():
+    async with simple_websocket.serve(echo) as server:
+
+        async def one(i):
+            async with AioClient.connect(server.url) as ws:
+                for j in range(5):
+                    await ws.send(f"{i}-{j}")
+                    assert await ws.receive(timeout=10) == f"{i}-{j}"
+
+        await asyncio.gather(*(one(i) for i in range(100)))
+
+
+async def test_serve_answers_non_websocket_requests_with_http_errors():
+    async with simple_websocket.serve(echo) as server:
+        for request, status in [
+            (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"426"),
+            (b"NONSENSE\r\n\r\n", b"400"),
+            (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X: y\r\n" * 5000 + b"\r\n", b"431"),
+        ]:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(request)
+            response = await asyncio.wait_for(reader.read(), 5)  # until EOF
+            assert response.split(b" ")[1] == status, response
+            writer.close()
+        # The server still serves WebSocket clients.
+        async with AioClient.connect(server.url) as ws:
+            await ws.send("still alive")
+            assert await ws.receive(timeout=5) == "still alive"
+
+
+async def test_serve_drops_clients_that_never_finish_the_handshake():
+    async with simple_websocket.serve(echo, open_timeout=0.05) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET / HTTP/1.1\r\n")
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+
+
+async def test_serve_shutdown_closes_connections_with_1001():
+    started = asyncio.Event()
+
+    async def wait_forever(ws):
+        started.set()
+        await ws.receive()
+
+    server = await simple_websocket.serve(wait_forever)
+    ws = await AioClient.connect(server.url)
+    await asyncio.wait_for(started.wait(), 5)
+    await asyncio.wait_for(server.close(), 5)
+    with pytest.raises(ConnectionClosed):
+        await ws.receive(timeout=5)
+    assert ws.close_reason == 1001
+    # Iteration ends quietly on 1001.
+    assert [m async for m in ws] == []
+
+
+async def test_serve_handler_exception_closes_with_1011(caplog):
+    async def broken(ws):
+        raise RuntimeError("bug in handler")
+
+    async with simple_websocket.serve(broken) as server:
+        ws = await AioClient.connect(server.url)
+        with pytest.raises(ConnectionClosed) as info:
+            await ws.receive(timeout=5)
+        assert info.value.reason == 1011
+    assert "bug in handler" in caplog.text
+
+
+async def test_serve_subprotocols_and_choose_subprotocol_override():
+    class LastChoice(AioServer):
+        def choose_subprotocol(self, request):
+            assert request.subprotocols == ["a", "b"]
+            return request.subprotocols[-1]
+
+    async def report(ws):
+        await ws.send(ws.subprotocol or "none")
+
+    async with simple_websocket.serve(report, subprotocols=["a", "b"]) as server:
+        async with AioClient.connect(server.url, subprotocols=["b", "a"]) as ws:
+            assert ws.subprotocol == "b"
+            assert await ws.receive(timeout=5) == "b"
+        async with AioClient.connect(server.url, subprotocols=["c"]) as ws:
+            assert ws.subprotocol is None
+    async with simple_websocket.serve(report, server_class=LastChoice) as server:
+        async with AioClient.connect(server.url, subprotocols=["a", "b"]) as ws:
+            assert ws.subprotocol == "b"
+
+
+async def test_serve_max_message_size_and_other_connections_keep_working():
+    async with simple_websocket.serve(echo, max_message_size=1000) as server:
+        async with AioClient.connect(server.url) as healthy:
+            ws = await AioClient.connect(server.url)
+            await ws.send("x" * 1001)
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.receive(timeout=5)
+            assert info.value.reason == 1009
+            await healthy.send("y" * 1000)
+            assert await healthy.receive(timeout=5) == "y" * 1000
+
+
+def test_serve_rejects_unknown_options():
+    with pytest.raises(TypeError):
+        simple_websocket.serve(echo, no_such_option=1)
+
+
+# -- AioServer.accept(sock=...) -------------------------------------------------------
+
+
+def read_request_head(sock: socket.socket) -> dict:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(1)  # byte by byte: nothing after the head is consumed
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+    lines = data.decode().split("\r\n")[1:-2]
+    return dict(line.split(": ", 1) for line in lines)
+
+
+@pytest.mark.parametrize("blocking", [True, False])
+async def test_accept_sock_with_headers(blocking):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    loop = asyncio.get_running_loop()
+
+    async def server_side():
+        client_sock, _ = await loop.run_in_executor(None, listener.accept)
+        headers = await loop.run_in_executor(None, read_request_head, client_sock)
+        client_sock.setblocking(blocking)
+        ws = await AioServer.accept(sock=client_sock, headers=headers, subprotocols=["p"])
+        assert ws.mode == "custom"
+        async for message in ws:
+            await ws.send(f"Received: {message}")
+
+    task = asyncio.create_task(server_side())
+    try:
+        async with websockets.connect(f"ws://127.0.0.1:{port}/", subprotocols=["p"]) as conn:
+            assert conn.subprotocol == "p"
+            await conn.send("hi")
+            assert await conn.recv() == "Received: hi"
+        await asyncio.wait_for(task, 5)
+    finally:
+        listener.close()
+
+
+async def test_accept_sock_bad_handshake_gets_400_and_clear_error():
+    a, b = socket.socketpair()
+    try:
+        with pytest.raises(HandshakeError, match="Sec-WebSocket-Key") as info:
+            await AioServer.accept(
+                sock=a,
+                headers={
+                    "Upgrade": "websocket",
+                    "Connection": "Upgrade",
+                    "Sec-WebSocket-Version": "13",
+                },
+            )
+        assert info.value.status_code == 400
+        b.settimeout(5)
+
+        def read_all() -> bytes:
+            response = b""
+            while chunk := b.recv(4096):
+                response += chunk
+            return response
+
+        response = await asyncio.get_running_loop().run_in_executor(None, read_all)
+        assert response.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+        assert b"Sec-WebSocket-Key" in response
+    finally:
+        b.close()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"aiohttp": object(), "sock": object()}, {"asgi": (1, 2, 3), "sock": object()}],
+)
+async def test_accept_needs_exactly_one_source(kwargs):
+    with pytest.raises(ValueError, match="exactly one"):
+        await AioServer.accept(**kwargs)
