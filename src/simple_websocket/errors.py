@@ -8,9 +8,16 @@ The tree::
           │    ├── HandshakeRejected       the server answered with a status other than 101
           │    ├── HandshakeError          the opening handshake was malformed or invalid
           │    └── OpenTimeout             opening took longer than ``open_timeout``
-          └── ConnectionClosed(reason, message)
-                                           the connection is closed; ``reason`` is the close
-                                           code, ``message`` the close reason text
+          │                                (also a builtin ``TimeoutError``)
+          ├── ConnectionClosed(reason, message)
+          │                                the connection is closed; ``reason`` is the close
+          │                                code, ``message`` the close reason text
+          ├── DecodeError(data, error)     a received message is not valid for its codec
+          │                                (also a ``ValueError``); the connection stays open
+          ├── EncodeError                  an object cannot be encoded by a codec
+          │                                (also a ``TypeError``); nothing was sent
+          └── RequestTimeout               no response to a typed request in time
+                                           (also a builtin ``TimeoutError``)
 
 ``ConnectionError`` and ``ConnectionClosed`` keep the constructor signatures and
 attributes of simple-websocket 1.1, so ``except simple_websocket.ConnectionError``
@@ -30,9 +37,12 @@ from collections.abc import Sequence
 __all__ = [
     "ConnectionClosed",
     "ConnectionError",
+    "DecodeError",
+    "EncodeError",
     "HandshakeError",
     "HandshakeRejected",
     "OpenTimeout",
+    "RequestTimeout",
     "SimpleWebsocketError",
 ]
 
@@ -100,7 +110,7 @@ class HandshakeError(ConnectionError):
         self.args = (f"Invalid WebSocket handshake: {detail}",)
 
 
-class OpenTimeout(ConnectionError):
+class OpenTimeout(ConnectionError, TimeoutError):
     """Opening the connection (TCP, TLS and handshake) exceeded ``open_timeout``."""
 
     def __init__(self, timeout: float) -> None:
@@ -122,3 +132,51 @@ class ConnectionClosed(SimpleWebsocketError):
         self.reason = reason
         self.message = message
         super().__init__(f"Connection closed: {reason} {message or ''}")
+
+
+class DecodeError(SimpleWebsocketError, ValueError):
+    """A received message could not be decoded or failed validation.
+
+    The connection stays open: the next message is received normally.
+
+    Attributes:
+        data: The raw message (``str`` or ``bytes``) as it was received.
+        error: The underlying exception (a ``pydantic.ValidationError`` or a JSON
+            decoding error); also chained as ``__cause__``.
+    """
+
+    def __init__(self, data: str | bytes, error: BaseException) -> None:
+        self.data = data
+        self.error = error
+        preview = data[:200]
+        super().__init__(f"Invalid message {preview!r}: {error}")
+
+
+class EncodeError(SimpleWebsocketError, TypeError):
+    """An object cannot be encoded by the channel's codec; nothing was sent.
+
+    Attributes:
+        obj: The object that was given.
+        error: The underlying exception, also chained as ``__cause__``.
+    """
+
+    def __init__(self, obj: object, error: BaseException) -> None:
+        self.obj = obj
+        self.error = error
+        super().__init__(f"Cannot encode {type(obj).__name__} object: {error}")
+
+
+class RequestTimeout(SimpleWebsocketError, TimeoutError):
+    """No response to a typed request arrived within its timeout.
+
+    A response that arrives later is delivered as an ordinary message.
+
+    Attributes:
+        request_id: The correlation id of the request.
+        timeout: The timeout in seconds.
+    """
+
+    def __init__(self, request_id: object, timeout: float) -> None:
+        self.request_id = request_id
+        self.timeout = timeout
+        super().__init__(f"No response to request {request_id!r} within {timeout} s")

@@ -1,0 +1,391 @@
+"""Typed message channels: pydantic-validated objects over a WebSocket connection.
+
+``ws.typed(ServerEvent)`` wraps any async connection (client, server, ASGI, or
+anything with ``send``/``receive``/``close``) in a :class:`TypedChannel`:
+``await channel.send(obj)``, ``await channel.receive()``, ``async for event in
+channel``, ``async with``, ``channel.stream()`` and ``await channel.request(msg)``.
+
+Reading is done by whichever caller needs a message (``receive``, iteration or a
+pending ``request``); one caller reads at a time and the others wait for it, so
+there is no background task and messages keep their order. Messages that are not
+the response to a pending request go to a small inbox consumed by ``receive`` and
+iteration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from types import TracebackType
+from typing import Any, Generic, Literal, Protocol, Self, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from .codecs import Codec, PydanticCodec
+from .errors import ConnectionClosed, DecodeError, RequestTimeout
+
+__all__ = ["MessageConnection", "TypedChannel", "typed"]
+
+logger = logging.getLogger("simple_websocket")
+
+R = TypeVar("R")
+InvalidPolicy = Literal["raise", "skip"] | Callable[[DecodeError], Any]
+
+_TIMEOUT = object()
+_SKIP = object()
+
+
+class MessageConnection(Protocol):
+    """The part of a connection a channel uses."""
+
+    async def send(self, data: Any) -> None:
+        """Send one message."""
+
+    async def receive(self, timeout: float | None = None) -> str | bytes | None:
+        """Receive one message, or ``None`` on timeout."""
+
+    async def close(self, reason: int | None = None, message: str | None = None) -> None:
+        """Close the connection."""
+
+    def __aiter__(self) -> AsyncIterator[str | bytes]:
+        """Iterate over messages."""
+        ...  # pragma: no cover
+
+
+def _wake(waiter: asyncio.Future[Any], value: Any = None) -> None:
+    if not waiter.done():
+        waiter.set_result(value)
+
+
+class TypedChannel(Generic[R]):
+    """Typed messages over a WebSocket connection.
+
+    Create one with ``ws.typed(receive_type, ...)`` or :func:`typed`.
+
+    Attributes:
+        ws: The underlying connection.
+        receive_codec: Decodes received messages.
+        send_codec: Encodes sent objects.
+        on_invalid: What happens to a message that fails decoding: ``"raise"``
+            (``receive`` raises :class:`DecodeError`; the connection stays open and
+            the next call receives the next message), ``"skip"`` (logged at
+            WARNING on the ``simple_websocket`` logger and skipped), or a callable
+            that gets the :class:`DecodeError` (the message is then skipped).
+        id_field: The correlation field of :meth:`request`.
+    """
+
+    def __init__(
+        self,
+        ws: MessageConnection,
+        receive_codec: Codec,
+        send_codec: Codec,
+        *,
+        on_invalid: InvalidPolicy = "raise",
+        id_field: str = "id",
+        max_inbox: int | None = None,
+    ) -> None:
+        if not (on_invalid in ("raise", "skip") or callable(on_invalid)):
+            raise ValueError(
+                f"on_invalid must be 'raise', 'skip' or a callable, not {on_invalid!r}"
+            )
+        self.ws = ws
+        self.receive_codec = receive_codec
+        self.send_codec = send_codec
+        self.on_invalid = on_invalid
+        self.id_field = id_field
+        self.max_inbox = max_inbox or int(getattr(ws, "max_queue", 16))
+        # Decoded messages (or their DecodeError) not yet returned, oldest first.
+        self._inbox: deque[tuple[bool, Any]] = deque()
+        self._pending: dict[str, asyncio.Future[Any]] = {}
+        self._reading = False
+        self._watchers: list[asyncio.Future[Any]] = []
+        self._ids = itertools.count(1)
+
+    # -- sending -------------------------------------------------------------------
+
+    async def send(self, obj: Any) -> None:
+        """Encode ``obj`` and send it.
+
+        Raises:
+            EncodeError: ``obj`` is not of the channel's send type (a ``TypeError``);
+                nothing was sent.
+            ConnectionClosed: The connection is closed.
+        """
+        await self.ws.send(self.send_codec.encode(obj))
+
+    # -- reading -------------------------------------------------------------------
+
+    def _notify(self) -> None:
+        if self._watchers:
+            watchers = self._watchers
+            self._watchers = []
+            for waiter in watchers:
+                _wake(waiter)
+
+    async def _wait_change(self, deadline: float | None) -> bool:
+        """Wait until the current reader finished a read; ``False`` at the deadline."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Any] = loop.create_future()
+        self._watchers.append(waiter)
+        handle = None if deadline is None else loop.call_at(deadline, _wake, waiter, _TIMEOUT)
+        try:
+            result = await waiter
+        finally:
+            if handle is not None:
+                handle.cancel()
+            if waiter in self._watchers:
+                self._watchers.remove(waiter)
+        return result is not _TIMEOUT
+
+    async def _pull(self, deadline: float | None, iterate: bool = False) -> bool:
+        """Read one message (or wait for the reader). ``False`` on timeout.
+
+        Raises:
+            ConnectionClosed: The connection is closed (every pending request fails
+                with it too).
+            StopAsyncIteration: With ``iterate``, the connection closed normally.
+        """
+        if self._reading:
+            return await self._wait_change(deadline)
+        self._reading = True
+        try:
+            if iterate:
+                raw: str | bytes | None = await self.ws.__aiter__().__anext__()
+            else:
+                loop = asyncio.get_running_loop()
+                timeout = None if deadline is None else max(0.0, deadline - loop.time())
+                raw = await self.ws.receive(timeout)
+        except StopAsyncIteration:
+            self._fail_pending(
+                ConnectionClosed(
+                    getattr(self.ws, "close_reason", 1000), getattr(self.ws, "close_message", None)
+                )
+            )
+            raise
+        except ConnectionClosed as exc:
+            self._fail_pending(exc)
+            raise
+        finally:
+            self._reading = False
+            self._notify()
+        if raw is None:
+            return False
+        self._dispatch(raw)
+        return True
+
+    def _dispatch(self, raw: str | bytes) -> None:
+        try:
+            obj = self.receive_codec.decode(raw)
+        except DecodeError as exc:
+            self._inbox.append((False, exc))
+            return
+        if self._pending:
+            key = self._key(self._get_id(obj))
+            if key is not None:
+                future = self._pending.pop(key, None)
+                if future is not None and not future.done():
+                    future.set_result(obj)
+                    return
+        self._inbox.append((True, obj))
+
+    def _fail_pending(self, exc: ConnectionClosed) -> None:
+        pending = self._pending
+        self._pending = {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(ConnectionClosed(exc.reason, exc.message))
+
+    def _take(self) -> Any:
+        """Return the oldest inbox item, applying ``on_invalid`` (``_SKIP`` if skipped)."""
+        ok, value = self._inbox.popleft()
+        self._notify()  # room in the inbox: a request waiting for it may read on
+        if ok:
+            return value
+        if self.on_invalid == "raise":
+            raise value
+        if self.on_invalid == "skip":
+            logger.warning("skipped invalid message: %s", value)
+        else:
+            assert callable(self.on_invalid)
+            self.on_invalid(value)
+        return _SKIP
+
+    async def receive(self, timeout: float | None = None) -> R | None:
+        """Receive the next message as an instance of the channel's type.
+
+        Args:
+            timeout: Seconds to wait; ``None`` waits as long as it takes, ``0`` only
+                returns what is already buffered.
+
+        Returns:
+            The decoded message, or ``None`` when ``timeout`` passed.
+
+        Raises:
+            DecodeError: With ``on_invalid="raise"``, the next message failed
+                decoding; the connection stays open.
+            ConnectionClosed: The connection is closed.
+
+        Cancelling ``receive()`` loses no message.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            while self._inbox:
+                value = self._take()
+                if value is not _SKIP:
+                    return value  # type: ignore[no-any-return]
+            progressed = await self._pull(deadline)
+            if not progressed and not self._inbox and deadline is not None:
+                return None
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> R:
+        """Return the next message; ends quietly when the connection closes normally."""
+        while True:
+            while self._inbox:
+                value = self._take()
+                if value is not _SKIP:
+                    return value  # type: ignore[no-any-return]
+            await self._pull(None, iterate=True)
+
+    def stream(self) -> Any:
+        """Return an ``aiostream`` stream of this channel's messages.
+
+        Closing the stream early does not close the connection.
+        """
+        from aiostream import stream
+
+        return stream.iterate(self)
+
+    # -- request/response ----------------------------------------------------------
+
+    def _get_id(self, obj: Any) -> Any:
+        if isinstance(obj, dict):
+            return obj.get(self.id_field)
+        return getattr(obj, self.id_field, None)
+
+    @staticmethod
+    def _key(value: Any) -> str | None:
+        return None if value is None else str(value)
+
+    def _with_id(self, message: Any) -> tuple[Any, Any]:
+        current = self._get_id(message)
+        if current is not None:
+            return message, current
+        new_id = next(self._ids)
+        field = self.id_field
+        if isinstance(message, dict):
+            return {**message, field: new_id}, new_id
+        if isinstance(message, BaseModel):
+            data = message.model_dump()
+            for candidate in (new_id, str(new_id)):
+                try:
+                    return type(message).model_validate({**data, field: candidate}), candidate
+                except ValidationError:
+                    continue
+            raise TypeError(f"cannot set {field!r} on {type(message).__name__}")
+        if dataclasses.is_dataclass(message) and not isinstance(message, type):
+            return dataclasses.replace(message, **{field: new_id}), new_id
+        raise TypeError(
+            f"cannot set the correlation field {field!r} on a {type(message).__name__}; "
+            "give the message an id"
+        )
+
+    async def request(self, message: Any, *, timeout: float | None = None) -> R:
+        """Send ``message`` and return the response with the same correlation id.
+
+        The id is read from ``message``'s ``id_field``; when it is missing or
+        ``None`` a fresh one is set on a copy. Other messages received meanwhile
+        stay available to ``receive()`` and iteration, in order. Several requests
+        may be in flight at once.
+
+        Raises:
+            RequestTimeout: No response within ``timeout`` seconds (a
+                ``TimeoutError``); a late response is then received as an ordinary
+                message.
+            ConnectionClosed: The connection closed before the response arrived.
+            EncodeError: ``message`` cannot be encoded; nothing was sent.
+
+        While requests wait, at most ``max_inbox`` other messages are buffered;
+        beyond that reading waits for ``receive()`` or iteration to take some.
+        """
+        message, request_id = self._with_id(message)
+        key = self._key(request_id)
+        assert key is not None
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._pending[key] = future
+        deadline = None if timeout is None else loop.time() + timeout
+        try:
+            await self.send(message)
+            while not future.done():
+                if len(self._inbox) >= self.max_inbox and not self._reading:
+                    progressed = await self._wait_change(deadline)
+                else:
+                    progressed = await self._pull(deadline)
+                if future.done():
+                    break
+                if not progressed and deadline is not None and loop.time() >= deadline:
+                    raise RequestTimeout(request_id, timeout or 0.0)
+            return future.result()  # type: ignore[no-any-return]
+        finally:
+            if self._pending.get(key) is future:
+                del self._pending[key]
+
+    # -- closing -------------------------------------------------------------------
+
+    async def close(self, reason: int | None = None, message: str | None = None) -> None:
+        """Close the underlying connection."""
+        await self.ws.close(reason, message)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close the connection with 1000, or 1011 when the block raised."""
+        if exc_type is None:
+            await self.ws.close()
+        else:
+            await self.ws.close(1011, "Unexpected error")
+
+
+def typed(
+    ws: MessageConnection,
+    receive_type: Any,
+    *,
+    send: Any = None,
+    codec: Codec | None = None,
+    on_invalid: InvalidPolicy = "raise",
+    id_field: str = "id",
+    binary: bool = False,
+) -> TypedChannel[Any]:
+    """Wrap ``ws`` in a :class:`TypedChannel`.
+
+    Args:
+        ws: An async connection.
+        receive_type: The type of received messages (anything a pydantic
+            ``TypeAdapter`` accepts). Ignored for decoding when ``codec`` is given.
+        send: The type of sent messages; objects of another type are refused with
+            :class:`~simple_websocket.errors.EncodeError`. ``None`` accepts any
+            model, dataclass or JSON-compatible value.
+        codec: A codec used in both directions instead of pydantic.
+        on_invalid: ``"raise"``, ``"skip"`` or a callable; see :class:`TypedChannel`.
+        id_field: The correlation field used by :meth:`TypedChannel.request`.
+        binary: Send JSON in binary frames instead of text frames.
+    """
+    if codec is not None:
+        return TypedChannel(ws, codec, codec, on_invalid=on_invalid, id_field=id_field)
+    receive_codec: Codec = PydanticCodec(receive_type, binary=binary)
+    send_codec: Codec = PydanticCodec(Any if send is None else send, binary=binary)
+    return TypedChannel(ws, receive_codec, send_codec, on_invalid=on_invalid, id_field=id_field)

@@ -1,0 +1,162 @@
+"""Message codecs: turn objects into WebSocket messages and back.
+
+A codec has two methods: ``encode(obj) -> str | bytes`` and ``decode(data) -> obj``.
+:class:`JsonCodec` uses the standard library's ``json`` (or any ``dumps``/``loads``
+pair); :class:`PydanticCodec` validates against any type a ``pydantic.TypeAdapter``
+accepts (models, dataclasses, TypedDicts, ``Annotated`` discriminated unions, lists
+of those), decoding straight from the frame's ``str``/``bytes`` with
+``validate_json`` (no intermediate ``dict``).
+
+Decoding failures raise :class:`~simple_websocket.errors.DecodeError` carrying the
+raw message; encoding failures raise :class:`~simple_websocket.errors.EncodeError`
+(a ``TypeError``) before anything is sent.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+
+from pydantic import TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError
+from typing_extensions import is_typeddict
+
+from .errors import DecodeError, EncodeError
+
+__all__ = ["Codec", "JsonCodec", "PydanticCodec"]
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+@runtime_checkable
+class Codec(Protocol):
+    """What a codec provides."""
+
+    def encode(self, obj: Any) -> str | bytes:
+        """Return the message (``str`` for a text frame, ``bytes`` for binary).
+
+        Raises:
+            EncodeError: ``obj`` cannot be encoded.
+        """
+        ...  # pragma: no cover
+
+    def decode(self, data: str | bytes) -> Any:
+        """Return the object a received message stands for.
+
+        Raises:
+            DecodeError: The message is not valid for this codec.
+        """
+        ...  # pragma: no cover
+
+
+class JsonCodec:
+    """JSON with the standard library, or any compatible ``dumps``/``loads``.
+
+    Args:
+        dumps: Serialises an object to ``str`` (or ``bytes``).
+        loads: Parses ``str`` or ``bytes``.
+        binary: Send binary frames (UTF-8 JSON) instead of text frames.
+    """
+
+    def __init__(
+        self,
+        *,
+        dumps: Callable[[Any], str | bytes] = json.dumps,
+        loads: Callable[[str | bytes], Any] = json.loads,
+        binary: bool = False,
+    ) -> None:
+        self._dumps = dumps
+        self._loads = loads
+        self.binary = binary
+
+    def encode(self, obj: Any) -> str | bytes:
+        """Serialise ``obj`` to JSON.
+
+        Raises:
+            EncodeError: ``dumps`` failed (for instance a non-serialisable value).
+        """
+        try:
+            data = self._dumps(obj)
+        except (TypeError, ValueError) as exc:
+            raise EncodeError(obj, exc) from exc
+        if self.binary:
+            return data.encode("utf-8") if isinstance(data, str) else data
+        return data.decode("utf-8") if isinstance(data, bytes) else data
+
+    def decode(self, data: str | bytes) -> Any:
+        """Parse JSON.
+
+        Raises:
+            DecodeError: The message is not valid JSON.
+        """
+        try:
+            return self._loads(data)
+        except (ValueError, TypeError) as exc:
+            raise DecodeError(data, exc) from exc
+
+
+class PydanticCodec(Generic[T]):
+    """JSON validated and serialised by pydantic for one type.
+
+    Args:
+        type_: Any type a ``pydantic.TypeAdapter`` accepts.
+        binary: Send binary frames (UTF-8 JSON) instead of text frames.
+        by_alias: Serialise fields by their alias.
+        exclude_none: Leave out fields whose value is ``None``.
+        strict: Validate incoming messages in pydantic's strict mode.
+    """
+
+    def __init__(
+        self,
+        type_: type[T] | Any,
+        *,
+        binary: bool = False,
+        by_alias: bool = True,
+        exclude_none: bool = False,
+        strict: bool | None = None,
+    ) -> None:
+        self.type = type_
+        self.adapter: TypeAdapter[T] = TypeAdapter(type_)
+        self.binary = binary
+        self.by_alias = by_alias
+        self.exclude_none = exclude_none
+        self.strict = strict
+        # pydantic serialises an instance of another model without complaint: check
+        # the class first when the type is one (TypedDicts are plain dicts).
+        self._instance_of: type | None = (
+            type_
+            if isinstance(type_, type) and type_ is not Any and not is_typeddict(type_)
+            else None
+        )
+
+    def encode(self, obj: T) -> str | bytes:
+        """Serialise ``obj``, which must be an instance of the codec's type.
+
+        Raises:
+            EncodeError: ``obj`` does not match the type (nothing is sent).
+        """
+        if self._instance_of is not None and not isinstance(obj, self._instance_of):
+            raise EncodeError(
+                obj, TypeError(f"expected {self._instance_of.__name__}, got {type(obj).__name__}")
+            )
+        try:
+            data = self.adapter.dump_json(
+                obj, by_alias=self.by_alias, exclude_none=self.exclude_none, warnings="error"
+            )
+        except (PydanticSerializationError, ValueError, TypeError) as exc:
+            raise EncodeError(obj, exc) from exc
+        return data if self.binary else data.decode("utf-8")
+
+    def decode(self, data: str | bytes) -> T:
+        """Validate a JSON message into the codec's type.
+
+        Raises:
+            DecodeError: The message is not JSON or fails validation; ``error`` is
+                the ``pydantic.ValidationError``.
+        """
+        try:
+            return self.adapter.validate_json(data, strict=self.strict)
+        except ValidationError as exc:
+            raise DecodeError(data, exc) from exc
