@@ -11,6 +11,7 @@ written straight to the transport, and both directions apply backpressure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -112,7 +113,13 @@ class BaseConnection:
     def _deliver(self, messages: Sequence[Message]) -> None:
         """Queue received messages and wake the receivers."""
         self._messages.extend(messages)
-        if not self._read_paused and len(self._messages) >= self.max_queue:
+        # Once close() was called, reading must go on: the peer's close frame may be
+        # behind the messages (see close()).
+        if (
+            not self._read_paused
+            and not self._close_called
+            and len(self._messages) >= self.max_queue
+        ):
             self._read_paused = True
             self._pause_reading()
         self._wake_receivers()
@@ -177,10 +184,8 @@ class BaseConnection:
                 if handle is not None:
                     handle.cancel()
                 if not waiter.done() or waiter.cancelled():
-                    try:
+                    with contextlib.suppress(ValueError):
                         self._waiters.remove(waiter)
-                    except ValueError:
-                        pass
             if messages:
                 message = messages.popleft()
                 if self._read_paused and len(messages) <= self.max_queue // 4:
@@ -248,7 +253,12 @@ class Connection(BaseConnection):
         self._lost: asyncio.Future[None] | None = None
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
+        # send() calls waiting for their turn to write, oldest first.
+        self._send_queue: deque[asyncio.Future[None]] = deque()
         self._keepalive_handle: asyncio.TimerHandle | None = None
+        self._next_ping = 0.0
+        # ping() calls waiting for a pong (woken by every pong and by the end).
+        self._pong_waiters: list[asyncio.Future[None]] = []
         self._close_handle: asyncio.TimerHandle | None = None
         # Replaced by adapters whose transport belongs to someone else (aiohttp).
         self._write_blocked: Callable[[], bool] = lambda: self._write_paused
@@ -273,7 +283,8 @@ class Connection(BaseConnection):
         self.subprotocol = subprotocol
         self.connected = True
         if self.ping_interval:
-            self._keepalive_handle = loop.call_later(self.ping_interval, self._keepalive)
+            self._next_ping = loop.time() + self.ping_interval
+            self._keepalive_handle = loop.call_at(self._next_ping, self._keepalive)
 
     @property
     def transport(self) -> asyncio.Transport | None:
@@ -300,14 +311,32 @@ class Connection(BaseConnection):
     def _data_received(self, data: bytes) -> None:
         proto = self._proto
         assert proto is not None
-        messages = proto.receive_data(data)
+        # Parse no more messages than the queue has room for: the rest of the bytes
+        # wait in the core while reading is paused (one read of compressed data can
+        # hold thousands of messages). After close() the peer's close frame must
+        # be found, so everything is parsed.
+        room = None if self._close_called else self.max_queue - len(self._messages)
+        messages = proto.receive_data(data, room)
         if messages:
             self._deliver(messages)
+        if proto.take_pongs():
+            self._wake_pong_waiters()
         out = proto.data_to_send()
         if out:
             self._write_raw(out)
         if proto.state is State.CLOSED:
             self._on_protocol_closed()
+
+    def _wake_pong_waiters(self) -> None:
+        if self._pong_waiters:
+            waiters = self._pong_waiters
+            self._pong_waiters = []
+            for waiter in waiters:
+                _wake(waiter)
+
+    def _finish(self, code: int, reason: str | None) -> None:
+        super()._finish(code, reason)
+        self._wake_pong_waiters()
 
     def _eof_received(self) -> bool:
         # Returning False lets the transport close itself; connection_lost follows.
@@ -317,6 +346,11 @@ class Connection(BaseConnection):
         proto = self._proto
         if proto is None:
             return
+        if proto.stalled:
+            # Messages that arrived before the loss are still delivered.
+            messages = proto.receive_data(b"")
+            if messages:
+                self._deliver(messages)
         proto.connection_lost()
         self._finish(proto.close_code or CloseCode.ABNORMAL_CLOSURE, proto.close_reason)
         for handle in (self._keepalive_handle, self._close_handle):
@@ -344,6 +378,12 @@ class Connection(BaseConnection):
             self._transport.pause_reading()
 
     def _resume_reading(self) -> None:
+        proto = self._proto
+        if proto is not None and proto.stalled:
+            # First the bytes already received but left unparsed.
+            self._data_received(b"")
+            if self._read_paused:
+                return
         if self._transport is not None and not self._transport.is_closing():
             self._transport.resume_reading()
 
@@ -394,8 +434,8 @@ class Connection(BaseConnection):
         proto = self._proto
         if proto is None or proto.state is not State.OPEN or self._close_called:
             raise self._send_closed_error()
-        if self._write_blocked():
-            await self._wait_writable()
+        if self._send_queue or self._write_blocked():
+            await self._wait_send_turn()
             if proto.state is not State.OPEN:
                 raise self._send_closed_error()
         if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -404,6 +444,27 @@ class Connection(BaseConnection):
         self._transport.write(proto.send(data))
         if self._write_blocked():
             await self._wait_writable()
+
+    async def _wait_send_turn(self) -> None:
+        """Wait until every earlier blocked ``send()`` wrote and writing is possible.
+
+        Senders queue in call order, so that one calling ``send()`` just when
+        writing resumes cannot overtake those that were already waiting.
+        """
+        queue = self._send_queue
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue.append(turn)
+        try:
+            if queue[0] is not turn:
+                await turn  # woken by the sender ahead of us
+            while self._write_blocked():
+                await self._wait_writable()
+        finally:
+            first = queue[0] is turn
+            queue.remove(turn)
+            if first and queue:
+                # The caller writes before the next sender runs.
+                _wake(queue[0])
 
     def _send_closed_error(self) -> ConnectionClosed:
         proto = self._proto
@@ -423,36 +484,44 @@ class Connection(BaseConnection):
         proto = self._proto
         if proto is None or proto.state is not State.OPEN:
             raise self._send_closed_error()
+        loop = asyncio.get_running_loop()
+        # Taken before the core records its own send time, so that the result is
+        # never below ``latency``.
+        sent = loop.time()
         payload, frame = proto.ping(data)
-        sent = asyncio.get_running_loop().time()
         self._write_raw(frame)
         while payload in proto._pings:
             if self._finished:
                 raise self._closed_exception()
-            waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._pong_waiters.append(waiter)
             await waiter
-        return asyncio.get_running_loop().time() - sent
+        return loop.time() - sent
 
     def _keepalive(self) -> None:
+        """Send a ping every ``ping_interval``; fail if one waits over ``ping_timeout``."""
         proto = self._proto
         loop = self._loop
-        if proto is None or loop is None or proto.state is not State.OPEN:
+        interval = self.ping_interval
+        if proto is None or loop is None or not interval or proto.state is not State.OPEN:
             return
-        oldest = proto.oldest_unanswered_ping
-        timeout = self.ping_timeout if self.ping_timeout is not None else self.ping_interval
+        timeout = self.ping_timeout if self.ping_timeout is not None else interval
         now = loop.time()
-        if oldest is not None and timeout is not None and now - oldest >= timeout - 1e-9:
+        oldest = proto.oldest_unanswered_ping
+        if oldest is not None and now - oldest >= timeout - 1e-9:
             logger.info("keepalive ping timeout after %.3f s; failing the connection", now - oldest)
             self._fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
             return
-        _, frame = proto.ping()
-        self._write_raw(frame)
-        assert self.ping_interval is not None
-        delay = self.ping_interval
-        if self.ping_timeout is not None and self.ping_timeout < delay:
-            delay = self.ping_timeout
-        self._keepalive_handle = loop.call_later(delay, self._keepalive)
+        if now >= self._next_ping - 1e-9:
+            _, frame = proto.ping()
+            self._write_raw(frame)
+            self._next_ping = now + interval
+        # Wake up for the next ping, or when the oldest ping's pong is overdue.
+        when = self._next_ping
+        oldest = proto.oldest_unanswered_ping
+        if oldest is not None:
+            when = min(when, oldest + timeout)
+        self._keepalive_handle = loop.call_at(when, self._keepalive)
 
     def _fail(self, code: int, reason: str | None = None) -> None:
         """Fail the connection: send a close frame with ``code`` and close TCP."""
@@ -483,6 +552,10 @@ class Connection(BaseConnection):
         proto = self._proto
         if proto is None or self._lost is None:
             return
+        if self._read_paused:
+            # The peer's close frame may wait behind messages nobody will receive.
+            self._read_paused = False
+            self._resume_reading()
         if proto.state is State.OPEN:
             frame = proto.close(reason or CloseCode.NORMAL_CLOSURE, message)
             self._write_raw(frame)
@@ -512,6 +585,7 @@ class StreamProtocol(asyncio.Protocol):
         self.on_handshake_lost: Callable[[BaseException | None], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Keep the transport; the handshake code writes to it."""
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
@@ -522,26 +596,31 @@ class StreamProtocol(asyncio.Protocol):
         self.data_received = conn._data_received  # type: ignore[method-assign]
 
     def data_received(self, data: bytes) -> None:
+        """Pass bytes to the handshake, or to the connection once attached."""
         if self.conn is not None:
             self.conn._data_received(data)
         elif self.on_handshake_data is not None:
             self.on_handshake_data(data)
 
     def eof_received(self) -> bool | None:
+        """Let the connection decide whether the transport closes."""
         if self.conn is not None:
             return self.conn._eof_received()
         return None
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        """Tell the connection, or the pending handshake, that TCP is gone."""
         if self.conn is not None:
             self.conn._connection_lost(exc)
         elif self.on_handshake_lost is not None:
             self.on_handshake_lost(exc)
 
     def pause_writing(self) -> None:
+        """The transport's buffer went over its high-water mark."""
         if self.conn is not None:
             self.conn._pause_writing()
 
     def resume_writing(self) -> None:
+        """The transport's buffer drained below its low-water mark."""
         if self.conn is not None:
             self.conn._resume_writing()

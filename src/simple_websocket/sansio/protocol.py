@@ -16,7 +16,6 @@ from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import (
     BytesMessage,
     CloseConnection,
-    Message,
     Ping,
     Pong,
     TextMessage,
@@ -66,7 +65,8 @@ class Protocol:
         self.max_message_size = max_message_size
         self._clock = clock or (lambda: 0.0)
         self._out = bytearray()
-        self._parts: list[str | bytes] = []
+        self._parts: list[str | bytes | bytearray] = []
+        self._stalled = False
         self._size = 0
         self._text = False
         self.state = State.OPEN
@@ -91,8 +91,19 @@ class Protocol:
 
     # -- receiving ---------------------------------------------------------------
 
-    def receive_data(self, data: bytes | None) -> list[str | bytes]:
+    def receive_data(
+        self, data: bytes | None, max_messages: int | None = None
+    ) -> list[str | bytes]:
         """Process bytes from the peer; ``None`` means the transport reached EOF.
+
+        Args:
+            data: The bytes received (``b""`` only parses what is buffered), or
+                ``None`` at EOF.
+            max_messages: Stop parsing once this many messages are complete. The
+                remaining bytes stay buffered (:attr:`stalled` is then true) until
+                the next call; ``receive_data(b"")`` goes on with them. This bounds
+                what one call can produce however many (compressed) messages the
+                bytes hold.
 
         Returns:
             The messages completed by these bytes, oldest first. Anything to write
@@ -103,13 +114,17 @@ class Protocol:
         conn = self._conn
         if data is None:
             conn.receive_data(None)
-        elif conn.state is not ConnectionState.CLOSED:
+        elif data and conn.state is not ConnectionState.CLOSED:
             conn.receive_data(data)
+        self._stalled = False
         messages: list[str | bytes] = []
         for event in conn.events():
-            if isinstance(event, Message):
+            if isinstance(event, (TextMessage, BytesMessage)):
                 self._on_message(event, messages)
                 if self.failed:
+                    break
+                if max_messages is not None and len(messages) >= max_messages:
+                    self._stalled = True
                     break
             elif isinstance(event, Ping):
                 if not self.close_sent:
@@ -121,16 +136,18 @@ class Protocol:
                 break
         return messages
 
-    def _on_message(self, event: Message[str] | Message[bytes], out: list[str | bytes]) -> None:
+    @property
+    def stalled(self) -> bool:
+        """``True`` when received bytes wait unparsed because of ``max_messages``."""
+        return self._stalled and self.state is not State.CLOSED
+
+    def _on_message(self, event: TextMessage | BytesMessage, out: list[str | bytes]) -> None:
         data = event.data
         limit = self.max_message_size
         if limit is not None:
             if isinstance(data, str):
-                # A character takes 1 to 4 bytes: encode only when the bound decides
-                # nothing.
-                n = len(data)
-                if self._size + 4 * n > limit and self._size + n <= limit:
-                    n = len(data.encode("utf-8"))
+                # The limit is on UTF-8 bytes, not characters.
+                n = len(data) if data.isascii() else len(data.encode("utf-8"))
             else:
                 n = len(data)
             self._size += n
@@ -138,7 +155,7 @@ class Protocol:
                 self.fail(CloseCode.MESSAGE_TOO_BIG, f"Message larger than {limit} bytes")
                 return
         if event.message_finished and not self._parts:
-            out.append(data if isinstance(event, TextMessage) else bytes(data))
+            out.append(data if isinstance(data, str) else bytes(data))
             self._size = 0
             return
         self._parts.append(data)
@@ -164,9 +181,10 @@ class Protocol:
 
     def _on_close(self, event: CloseConnection) -> None:
         conn = self._conn
-        if conn.state is ConnectionState.OPEN:
-            # wsproto reports a protocol violation as a CloseConnection event while
-            # the connection stays open: fail it with that code.
+        if conn.state in (ConnectionState.OPEN, ConnectionState.LOCAL_CLOSING):
+            # wsproto reports a protocol violation as a CloseConnection event without
+            # changing its state (a real close frame moves it to REMOTE_CLOSING or
+            # CLOSED): fail the connection with that code, also while we are closing.
             self.fail(event.code, event.reason or None)
             return
         if event.code == CloseCode.ABNORMAL_CLOSURE and conn.state is ConnectionState.CLOSED:
@@ -217,6 +235,13 @@ class Protocol:
     def oldest_unanswered_ping(self) -> float | None:
         """When the oldest ping still waiting for its pong was sent, or ``None``."""
         return min(self._pings.values()) if self._pings else None
+
+    def take_pongs(self) -> list[bytes]:
+        """Return and clear the payloads of the pongs received since the last call."""
+        pongs = self._pongs
+        if pongs:
+            self._pongs = []
+        return pongs
 
     def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str | None = None) -> bytes:
         """Start the closing handshake; returns the close frame (empty if already sent)."""
