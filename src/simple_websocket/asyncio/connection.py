@@ -16,12 +16,17 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from wsproto.extensions import Extension
 
 from ..errors import ConnectionClosed
 from ..sansio.protocol import CloseCode, Protocol, State
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aiostream import Stream
+
+    from ..channels import TypedChannel
 
 __all__ = ["BaseConnection", "Connection", "Message", "StreamProtocol"]
 
@@ -196,6 +201,38 @@ class BaseConnection:
                 raise self._closed_exception()
             if result is _TIMEOUT:
                 return None
+
+    @property
+    def close_requested(self) -> bool:
+        """``True`` once ``close()`` was called on this side."""
+        return self._close_called
+
+    # -- extensions ------------------------------------------------------------------
+    # Conveniences over the extension modules, which use only this public
+    # interface; they are imported on first use so the engine does not depend on
+    # pydantic or aiostream being imported.
+
+    def typed(self, receive_type: Any, **options: Any) -> TypedChannel[Any]:
+        """Return a typed channel over this connection.
+
+        ``receive_type`` is any type a pydantic ``TypeAdapter`` accepts; see
+        ``simple_websocket.channels.typed`` for ``send``, ``codec``,
+        ``on_invalid``, ``id_field`` and ``binary``.
+        """
+        from ..channels import typed
+
+        return typed(self, receive_type, **options)
+
+    def stream(self, *, close: bool = False) -> Stream[Message]:
+        """Return an ``aiostream`` stream of this connection's messages.
+
+        The stream ends when the connection closes normally and raises
+        ``ConnectionClosed`` otherwise. Leaving it early does not close the
+        connection unless ``close`` is true.
+        """
+        from ..operators import messages
+
+        return messages(self, close=close)
 
     # -- async iteration and context management ---------------------------------
 
