@@ -93,7 +93,9 @@ async def test_merge_of_two_servers():
     async with server_a, server_b:
         async with AioClient.connect(url_a) as a, AioClient.connect(url_b) as b:
             merged = await stream.list(stream.merge(messages(a), messages(b)))
-            assert sorted(merged) == sorted([f"a{i}" for i in range(5)] + [f"b{i}" for i in range(5)])
+            assert sorted(merged) == sorted(
+                [f"a{i}" for i in range(5)] + [f"b{i}" for i in range(5)]
+            )
             # Per-source order is kept.
             assert [m for m in merged if m[0] == "a"] == [f"a{i}" for i in range(5)]
         async with AioClient.connect(url_a) as a, AioClient.connect(url_b) as b:
@@ -112,7 +114,10 @@ async def test_decode_encode_and_typed_channel_streams():
     async with server, AioClient.connect(url) as ws:
         with pytest.raises(DecodeError):
             await stream.list(messages(ws) | decode.pipe(codec))
-    encoded = await stream.list(stream.iterate([Tick(price=1)]) | encode.pipe(JsonCodec(dumps=lambda t: t.model_dump_json())))
+    encoded = await stream.list(
+        stream.iterate([Tick(price=1)])
+        | encode.pipe(JsonCodec(dumps=lambda t: t.model_dump_json()))
+    )
     assert encoded == ['{"price":1.0}']
 
 
@@ -169,27 +174,30 @@ async def test_slow_consumer_keeps_memory_bounded():
     server = await ws_serve(producer, "127.0.0.1", 0, compression=None)
     url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
     async with server, AioClient.connect(url, max_queue=8, compression=False) as ws:
+        paused = asyncio.Event()
+        pause_reading = ws.transport.pause_reading
+
+        def spy():
+            paused.set()
+            pause_reading()
+
+        ws.transport.pause_reading = spy
         pipeline = messages(ws) | pipe.map(len)
         async with pipeline.stream() as s:
             assert await anext(s) == 1000
-            # Stall the consumer until the producer cannot write any more.
-            for _ in range(200):
-                await asyncio.sleep(0)
-            await asyncio.wait_for(_until(lambda: not ws.transport.is_reading()), 5)
+            # The consumer stalls: the client stops reading once max_queue is full.
+            if ws.transport.is_reading():
+                await asyncio.wait_for(paused.wait(), 5)
+            assert not ws.transport.is_reading()
             assert len(ws._messages) <= ws.max_queue
             assert not sent.is_set()  # the producer is blocked by TCP flow control
             total = 1
-            async for n in s:
+            async for _ in s:
                 total += 1
                 assert len(ws._messages) <= ws.max_queue
                 if total == count:
                     break
         assert sent.is_set()
-
-
-async def _until(predicate):
-    while not predicate():
-        await asyncio.sleep(0.001)
 
 
 async def test_no_tasks_left_after_streams_end():

@@ -1,7 +1,14 @@
 """simple_websocket: an asyncio WebSocket SDK with the simple-websocket 1.1 API.
 
-The 1.1 names come first in ``__all__``; everything after them is new.
+The 1.1 names come first in ``__all__``; everything after them is new. The
+extension names (typed channels, codecs, reconnect) are imported on first access, so
+``import simple_websocket`` does not import pydantic, tenacity or aiostream.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from .aiows import AioClient, AioServer, Connect, serve
 from .asyncio.connection import BaseConnection, Connection
@@ -9,16 +16,44 @@ from .asyncio.server import WebSocketServer
 from .errors import (
     ConnectionClosed,
     ConnectionError,
+    DecodeError,
+    EncodeError,
     HandshakeError,
     HandshakeRejected,
     OpenTimeout,
+    RequestTimeout,
     SimpleWebsocketError,
 )
 from .integrations.asgi import ASGIConnection
 from .sansio.handshake import HandshakeRequest
 from .sansio.protocol import CloseCode
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .channels import TypedChannel
+    from .codecs import Codec, JsonCodec, PydanticCodec
+    from .reconnect import Backoff, OutboxFull, ReconnectingClient
+
 __version__ = "2.0.0.dev0"
+
+_LAZY = {
+    "Backoff": "reconnect",
+    "OutboxFull": "reconnect",
+    "ReconnectingClient": "reconnect",
+    "TypedChannel": "channels",
+    "Codec": "codecs",
+    "JsonCodec": "codecs",
+    "PydanticCodec": "codecs",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'simple_websocket' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 # The six names of simple-websocket 1.1 first (its sync Server and Client are not
 # ported yet), then the new ones.
@@ -28,15 +63,25 @@ __all__ = [  # noqa: RUF022
     "ConnectionClosed",
     "ConnectionError",
     "ASGIConnection",
+    "Backoff",
     "BaseConnection",
     "CloseCode",
+    "Codec",
     "Connect",
     "Connection",
+    "DecodeError",
+    "EncodeError",
     "HandshakeError",
     "HandshakeRejected",
     "HandshakeRequest",
+    "JsonCodec",
     "OpenTimeout",
+    "OutboxFull",
+    "PydanticCodec",
+    "ReconnectingClient",
+    "RequestTimeout",
     "SimpleWebsocketError",
+    "TypedChannel",
     "WebSocketServer",
     "serve",
 ]

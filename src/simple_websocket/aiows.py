@@ -7,11 +7,12 @@ after them are new. :func:`serve` runs a standalone server with no framework.
 
 from __future__ import annotations
 
+import inspect
 import socket
 import ssl
-from collections.abc import Generator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar, overload
 
 from .asyncio.client import open_connection
 from .asyncio.connection import BaseConnection, Connection
@@ -27,6 +28,11 @@ from .sansio.handshake import (
     parse_url,
 )
 from .sansio.protocol import CloseCode
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tenacity import AsyncRetrying
+
+    from .reconnect import Backoff, OutboxPolicy, ReconnectingClient
 
 __all__ = ["AioBase", "AioClient", "AioServer", "serve"]
 
@@ -190,12 +196,13 @@ class AioClient(Connection):
         #: The handshake response headers, once connected.
         self.response_headers: list[tuple[str, str]] = []
 
+    @overload
     @classmethod
     def connect(
         cls,
-        url: str,
+        url: URLSource,
         subprotocols: str | Sequence[str] | None = None,
-        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+        headers: HeadersSource = None,
         receive_bytes: int = 4096,
         ping_interval: float | None = None,
         max_message_size: int | None = None,
@@ -206,17 +213,81 @@ class AioClient(Connection):
         ping_timeout: float | None = None,
         compression: bool = True,
         max_queue: int = 16,
-    ) -> Connect[Self]:
+        retry: Backoff | AsyncRetrying | None = None,
+        reconnect: Literal[False] | None = None,
+        on_connect: Any = None,
+        on_disconnect: Any = None,
+        outbox_size: int = 1024,
+        outbox_policy: OutboxPolicy = "block",
+    ) -> Connect[Self]: ...
+
+    @overload
+    @classmethod
+    def connect(
+        cls,
+        url: URLSource,
+        subprotocols: str | Sequence[str] | None = None,
+        headers: HeadersSource = None,
+        receive_bytes: int = 4096,
+        ping_interval: float | None = None,
+        max_message_size: int | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        *,
+        open_timeout: float | None = 10.0,
+        close_timeout: float = 5.0,
+        ping_timeout: float | None = None,
+        compression: bool = True,
+        max_queue: int = 16,
+        retry: Backoff | AsyncRetrying | None = None,
+        reconnect: Literal[True] | Backoff | AsyncRetrying,
+        on_connect: Any = None,
+        on_disconnect: Any = None,
+        outbox_size: int = 1024,
+        outbox_policy: OutboxPolicy = "block",
+    ) -> ReconnectingClient: ...
+
+    @classmethod
+    def connect(
+        cls,
+        url: URLSource,
+        subprotocols: str | Sequence[str] | None = None,
+        headers: HeadersSource = None,
+        receive_bytes: int = 4096,
+        ping_interval: float | None = None,
+        max_message_size: int | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        *,
+        open_timeout: float | None = 10.0,
+        close_timeout: float = 5.0,
+        ping_timeout: float | None = None,
+        compression: bool = True,
+        max_queue: int = 16,
+        retry: Backoff | AsyncRetrying | None = None,
+        reconnect: bool | Backoff | AsyncRetrying | None = None,
+        on_connect: Any = None,
+        on_disconnect: Any = None,
+        outbox_size: int = 1024,
+        outbox_policy: OutboxPolicy = "block",
+    ) -> Connect[Self] | ReconnectingClient:
         """Open a WebSocket connection to ``url``.
 
-        The result is awaitable (``ws = await AioClient.connect(url)``) and an async
+        The result is awaitable (``ws = await AioClient.connect(url)``), an async
         context manager (``async with AioClient.connect(url) as ws:``, which closes
-        with 1000 on exit, or 1011 when the block raised).
+        with 1000 on exit, or 1011 when the block raised) and an async iterator of
+        connections (``async for ws in AioClient.connect(url):``, which opens a new
+        connection after a failure or an abnormal drop, waiting as ``retry`` says).
+
+        With ``reconnect`` set, a :class:`~simple_websocket.reconnect.ReconnectingClient`
+        is returned instead: one object with the connection interface that
+        reconnects by itself and keeps messages sent during an outage.
 
         Args:
-            url: A ``ws://`` or ``wss://`` URL.
+            url: A ``ws://`` or ``wss://`` URL, or a callable (sync or async)
+                returning one, evaluated for every connection attempt.
             subprotocols: One subprotocol, or a list in order of preference.
-            headers: Extra request headers, as a mapping or ``(name, value)`` pairs.
+            headers: Extra request headers, as a mapping or ``(name, value)`` pairs,
+                or a callable (sync or async) returning them per attempt (for
+                instance to refresh a token).
             receive_bytes: Kept from 1.1; the engine reads what the transport delivers.
             ping_interval: Seconds between keepalive pings, or ``None``.
             max_message_size: Largest accepted message in bytes (larger ones close the
@@ -228,24 +299,57 @@ class AioClient(Connection):
             ping_timeout: Seconds to wait for a pong (default: until the next ping).
             compression: Offer permessage-deflate (RFC 7692).
             max_queue: Messages buffered before reading pauses.
+            retry: The retry policy of ``await`` (retries opening), ``async with``
+                and ``async for``: a :class:`~simple_websocket.reconnect.Backoff` or a
+                ``tenacity.AsyncRetrying``. ``None``: ``await`` and ``async with``
+                try once; ``async for`` uses ``Backoff()``.
+            reconnect: ``True``, a ``Backoff`` or an ``AsyncRetrying``: return a
+                reconnecting client with that policy.
+            on_connect: Reconnecting client: ``(ws)`` hook run after every
+                (re)connect before queued messages are sent (sync or async).
+            on_disconnect: Reconnecting client: ``(exc)`` hook run after every drop.
+            outbox_size: Reconnecting client: messages kept during an outage.
+            outbox_policy: Reconnecting client: ``"block"``, ``"drop_oldest"`` or
+                ``"raise"`` when the outbox is full.
 
         Raises:
-            ValueError: ``url`` is not a valid ``ws://`` or ``wss://`` URL (raised
-                at once, not when awaited).
+            ValueError: ``url`` is a string that is not a valid ``ws://`` or
+                ``wss://`` URL (raised at once, not when awaited).
         """
-        ws = cls(
+        if isinstance(url, str):
+            parse_url(url)
+        options: dict[str, Any] = {
+            "receive_bytes": receive_bytes,
+            "ping_interval": ping_interval,
+            "max_message_size": max_message_size,
+            "ssl_context": ssl_context,
+            "close_timeout": close_timeout,
+            "ping_timeout": ping_timeout,
+            "max_queue": max_queue,
+        }
+        connect = Connect(
+            cls,
             url,
             subprotocols,
             headers,
-            receive_bytes,
-            ping_interval,
-            max_message_size,
-            ssl_context,
-            close_timeout=close_timeout,
-            ping_timeout=ping_timeout,
-            max_queue=max_queue,
+            options,
+            open_timeout=open_timeout,
+            compression=compression,
+            retry=retry,
         )
-        return Connect(ws, open_timeout=open_timeout, compression=compression)
+        if reconnect is None or reconnect is False:
+            return connect
+        # The reconnecting client is an extension over this API: imported on use.
+        from .reconnect import ReconnectingClient
+
+        return ReconnectingClient(
+            connect.open_once,
+            retry if reconnect is True else reconnect,
+            on_connect=on_connect,
+            on_disconnect=on_disconnect,
+            outbox_size=outbox_size,
+            outbox_policy=outbox_policy,
+        )
 
     async def _open(self, open_timeout: float | None, compression: bool) -> None:
         """Connect and perform the opening handshake.
@@ -269,26 +373,71 @@ class AioClient(Connection):
 
 
 C = TypeVar("C", bound=AioClient)
+URLSource = str | Callable[[], str | Awaitable[str]]
+HeadersSource = HeadersLike | Callable[[], Any]
+
+
+async def _resolve(value: Any) -> Any:
+    if callable(value):
+        value = value()
+        if inspect.isawaitable(value):
+            value = await value
+    return value
 
 
 class Connect(Generic[C]):
     """The pending connection returned by :meth:`AioClient.connect`.
 
-    ``await`` it for the connection, or use it with ``async with``.
+    ``await`` it for a connection, use it with ``async with``, or iterate over it
+    with ``async for`` for a new connection after each failure or abnormal drop.
     """
 
-    def __init__(self, ws: C, *, open_timeout: float | None, compression: bool) -> None:
-        self._ws = ws
+    def __init__(
+        self,
+        cls: type[C],
+        url: URLSource,
+        subprotocols: str | Sequence[str] | None,
+        headers: HeadersSource,
+        options: dict[str, Any],
+        *,
+        open_timeout: float | None,
+        compression: bool,
+        retry: Backoff | AsyncRetrying | None,
+    ) -> None:
+        self._cls = cls
+        self._url = url
+        self._subprotocols = subprotocols
+        self._headers = headers
+        self._options = options
         self._open_timeout = open_timeout
         self._compression = compression
-        self._opened = False
+        self._retry = retry
+        self._ws: C | None = None
+
+    async def open_once(self) -> C:
+        """Make one connection attempt (URL and headers are evaluated now).
+
+        Raises:
+            ValueError: The URL is invalid.
+            ConnectionError: The handshake failed, was rejected or timed out.
+            OSError: The TCP or TLS connection failed.
+        """
+        url = await _resolve(self._url)
+        headers = await _resolve(self._headers)
+        ws = self._cls(url, self._subprotocols, headers, **self._options)
+        await ws._open(self._open_timeout, self._compression)
+        return ws
 
     async def _connect(self) -> C:
-        if self._opened:
-            raise RuntimeError("this connection was already opened; call connect() again")
-        self._opened = True
-        await self._ws._open(self._open_timeout, self._compression)
-        return self._ws
+        if self._retry is None:
+            ws = await self.open_once()
+        else:
+            from .reconnect import as_retrying
+
+            retrying, _ = as_retrying(self._retry)
+            ws = await retrying(self.open_once)
+        self._ws = ws
+        return ws
 
     def __await__(self) -> Generator[Any, None, C]:
         return self._connect().__await__()
@@ -302,7 +451,14 @@ class Connect(Generic[C]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._ws.__aexit__(exc_type, exc, tb)
+        if self._ws is not None:
+            await self._ws.__aexit__(exc_type, exc, tb)
+
+    def __aiter__(self) -> AsyncIterator[C]:
+        from .reconnect import as_retrying, connections
+
+        retrying, healthy_after = as_retrying(self._retry)
+        return connections(self.open_once, retrying, healthy_after=healthy_after)
 
 
 def serve(

@@ -1,0 +1,639 @@
+"""Reconnecting with backoff, driven by tenacity.
+
+Two things live here:
+
+* :func:`connections` -- an async iterator of connections: it opens one, hands it
+  out, and when it failed or dropped (with a retryable error) opens the next after
+  waiting as the retry policy says. ``async for ws in AioClient.connect(url)`` uses it.
+* :class:`ReconnectingClient` -- one long-lived object with the interface of a
+  connection (``send``, ``receive``, ``close``, ``async for``, ``async with``,
+  ``typed``, ``stream``) that reconnects underneath, runs ``on_connect`` after every
+  (re)connect, and keeps what ``send()`` was given during an outage in a bounded
+  outbox that is flushed, in order, once the new connection is ready.
+
+Policies are tenacity ``AsyncRetrying`` objects (their ``wait``, ``stop``, ``retry``
+predicate, ``before``/``after``/``before_sleep`` hooks, ``sleep`` and ``reraise``
+are honoured), or a :class:`Backoff`, which builds one. The retry count restarts only
+after a connection stayed open for ``healthy_after`` seconds, so a server that
+accepts and closes at once is retried on the backoff schedule, never in a loop.
+
+What can be lost: a message is lost only if ``send()`` had already written it to a
+socket that then died (the bytes were in the kernel's or the transport's buffer, or
+in flight, when the connection broke; WebSocket has no acknowledgements to find
+out). A ``send()`` that starts while the client knows the connection is down, or
+whose connection is found closed before writing, puts the message in the outbox,
+and it is delivered exactly once, in order, after the reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+import sys
+from collections import deque
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal, Protocol, Self
+
+from tenacity import AsyncRetrying, DoAttempt, DoSleep, RetryCallState, retry_if_exception
+from tenacity.stop import stop_after_attempt, stop_after_delay, stop_never
+from tenacity.wait import wait_base
+
+from .errors import (
+    ConnectionClosed,
+    HandshakeError,
+    HandshakeRejected,
+    SimpleWebsocketError,
+)
+
+__all__ = [
+    "FATAL_CLOSE_CODES",
+    "RETRYABLE_CLOSE_CODES",
+    "Backoff",
+    "OutboxFull",
+    "ReconnectingClient",
+    "connections",
+    "is_retryable",
+    "retry_after",
+]
+
+logger = logging.getLogger("simple_websocket")
+
+#: Close codes after which a client reconnects by default.
+RETRYABLE_CLOSE_CODES = frozenset({1001, 1006, 1011, 1012, 1013, 1014})
+#: Close codes after which a client gives up by default.
+FATAL_CLOSE_CODES = frozenset({1002, 1003, 1007, 1008, 1009, 1010})
+
+
+class OutboxFull(SimpleWebsocketError):
+    """``send()`` during an outage found the outbox full (policy ``"raise"``)."""
+
+
+class _Conn(Protocol):
+    connected: bool
+    close_reason: int
+    close_message: str | None
+
+    @property
+    def close_requested(self) -> bool: ...  # pragma: no cover
+
+    async def send(self, data: Any) -> None: ...  # pragma: no cover
+
+    async def receive(self, timeout: float | None = None) -> Any: ...  # pragma: no cover
+
+    async def close(self, reason: int | None = None, message: str | None = None) -> None: ...
+
+    async def wait_closed(self) -> None: ...  # pragma: no cover
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """Return the ``Retry-After`` delay of a rejected handshake, in seconds, or ``None``.
+
+    Only the delay-seconds form is understood; an HTTP date is ignored.
+    """
+    if isinstance(exc, HandshakeRejected):
+        value = exc.header("Retry-After")
+        if value is not None:
+            with contextlib.suppress(ValueError):
+                return max(0.0, float(value.strip()))
+    return None
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """The default classification of a failed or dropped connection.
+
+    Retried: network errors (``OSError``, except TLS certificate errors), timeouts,
+    HTTP 5xx and 429 answers, and closes 1001, 1006, 1011, 1012, 1013, 1014.
+    Not retried: other HTTP answers, invalid handshakes, certificate errors, and
+    every other close code (1000 ends the iteration quietly; see :func:`connections`).
+    """
+    if isinstance(exc, ConnectionClosed):
+        return exc.reason in RETRYABLE_CLOSE_CODES
+    if isinstance(exc, HandshakeRejected):
+        status = exc.status_code or 0
+        return status >= 500 or status == 429
+    if isinstance(exc, HandshakeError):
+        return False
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return False
+    return isinstance(exc, (OSError, TimeoutError))
+
+
+class _ExponentialJitter(wait_base):
+    """``initial * multiplier ** (n - 1)``, capped, minus up to ``jitter`` of it at random.
+
+    A ``Retry-After`` header of a rejected handshake raises the wait to its value.
+    """
+
+    def __init__(
+        self, initial: float, maximum: float, multiplier: float, jitter: float, rng: random.Random
+    ) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.multiplier = multiplier
+        self.jitter = jitter
+        self.rng = rng
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        n = max(1, retry_state.attempt_number)
+        try:
+            delay = self.initial * self.multiplier ** (n - 1)
+        except OverflowError:
+            delay = self.maximum
+        delay = min(self.maximum, delay)
+        delay -= delay * self.jitter * self.rng.random()
+        outcome = retry_state.outcome
+        if outcome is not None and outcome.failed:
+            exc = outcome.exception()
+            hint = retry_after(exc) if exc is not None else None
+            if hint is not None:
+                delay = max(delay, hint)
+        return delay
+
+
+def _log_before_sleep(retry_state: RetryCallState) -> None:
+    outcome = retry_state.outcome
+    exc = outcome.exception() if outcome is not None and outcome.failed else None
+    logger.warning(
+        "connection attempt %d failed (%s); retrying in %.2f s",
+        retry_state.attempt_number,
+        exc,
+        retry_state.upcoming_sleep,
+    )
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with jitter, as a tenacity policy.
+
+    Args:
+        initial: The first wait, in seconds.
+        maximum: The longest wait.
+        multiplier: Growth factor between consecutive waits.
+        jitter: Fraction (0 to 1) of each wait taken off at random, so that many
+            clients do not reconnect in step.
+        max_attempts: Give up after this many consecutive failed attempts.
+        max_elapsed: Give up when this many seconds passed since the first failure.
+        healthy_after: A connection that stayed open this long resets the schedule.
+        retry_if: Which exceptions are retried (default :func:`is_retryable`).
+        seed: Seeds the jitter's random generator (for reproducible schedules).
+    """
+
+    initial: float = 0.5
+    maximum: float = 30.0
+    multiplier: float = 2.0
+    jitter: float = 0.25
+    max_attempts: int | None = None
+    max_elapsed: float | None = None
+    healthy_after: float = 10.0
+    retry_if: Callable[[BaseException], bool] = is_retryable
+    seed: int | None = None
+    _rng: random.Random = field(default_factory=random.Random, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.initial < 0 or self.maximum < 0 or self.multiplier < 1:
+            raise ValueError("initial and maximum must be >= 0 and multiplier >= 1")
+        if not 0 <= self.jitter <= 1:
+            raise ValueError("jitter must be between 0 and 1")
+        if self.seed is not None:
+            self._rng.seed(self.seed)
+
+    def retrying(
+        self, *, sleep: Callable[[float], Awaitable[None] | None] | None = None
+    ) -> AsyncRetrying:
+        """Return the tenacity policy (``sleep`` replaces ``asyncio.sleep``, for tests)."""
+        stop: Any = stop_never
+        if self.max_attempts is not None:
+            stop = stop_after_attempt(self.max_attempts)
+        if self.max_elapsed is not None:
+            elapsed = stop_after_delay(self.max_elapsed)
+            stop = elapsed if stop is stop_never else stop | elapsed
+        options: dict[str, Any] = {}
+        if sleep is not None:
+            options["sleep"] = sleep
+        return AsyncRetrying(
+            wait=_ExponentialJitter(
+                self.initial, self.maximum, self.multiplier, self.jitter, self._rng
+            ),
+            stop=stop,
+            retry=retry_if_exception(self.retry_if),
+            before_sleep=_log_before_sleep,
+            reraise=True,
+            **options,
+        )
+
+
+RetryPolicy = Backoff | AsyncRetrying
+
+
+def as_retrying(policy: RetryPolicy | bool | None) -> tuple[AsyncRetrying, float]:
+    """Return ``(AsyncRetrying, healthy_after)`` for what users may pass."""
+    if policy is None or policy is True:
+        policy = Backoff()
+    if isinstance(policy, Backoff):
+        return policy.retrying(), policy.healthy_after
+    if isinstance(policy, AsyncRetrying):
+        return policy, Backoff.healthy_after
+    raise TypeError(
+        f"retry policy must be a Backoff or a tenacity.AsyncRetrying, not {type(policy).__name__}"
+    )
+
+
+async def connections(
+    open_connection: Callable[[], Awaitable[Any]],
+    retrying: AsyncRetrying,
+    *,
+    healthy_after: float = 10.0,
+    clock: Callable[[], float] | None = None,
+) -> AsyncGenerator[Any, None]:
+    """Yield connections, reconnecting after failures as ``retrying`` says.
+
+    A new connection is opened when the consumer asks for the next one; by then the
+    previous one has normally ended. If it is still open, it is closed (1000) and
+    the iteration ends. The iteration also ends quietly when the previous
+    connection was closed by this side or by the peer with 1000, and raises the
+    error when the policy gives up or the failure is not retryable.
+
+    Args:
+        open_connection: Opens one connection.
+        retrying: The tenacity policy; a copy is used, so it can be shared.
+        healthy_after: Seconds a connection must stay open for the retry count to
+            start again from the first attempt.
+        clock: Current time in seconds (default: the event loop's clock).
+
+    Raises:
+        Exception: The last error, when the policy stops retrying (tenacity's
+            ``RetryError`` unless the policy has ``reraise=True``).
+    """
+    now = clock or asyncio.get_running_loop().time
+    policy = retrying.copy()
+    policy.begin()
+    state = RetryCallState(policy, fn=None, args=(), kwargs={})
+    attempt = 0
+    while True:
+        do = await policy.iter(retry_state=state)
+        if isinstance(do, DoAttempt):
+            attempt += 1
+            logger.info("opening connection (attempt %d)", state.attempt_number)
+            try:
+                ws = await open_connection()
+            except BaseException:
+                exc_info = sys.exc_info()
+                if isinstance(exc_info[1], (asyncio.CancelledError, KeyboardInterrupt)):
+                    raise
+                state.set_exception(exc_info)  # type: ignore[arg-type]
+                continue
+            opened = now()
+            yield ws
+            if ws.connected:
+                await ws.close()
+            if ws.close_requested or ws.close_reason == 1000:
+                return
+            if now() - opened >= healthy_after:
+                policy = retrying.copy()
+                policy.begin()
+                state = RetryCallState(policy, fn=None, args=(), kwargs={})
+            dropped = ConnectionClosed(ws.close_reason, ws.close_message)
+            logger.info("connection closed with %s", ws.close_reason)
+            state.set_exception((ConnectionClosed, dropped, None))
+        elif isinstance(do, DoSleep):
+            state.prepare_for_next_attempt()
+            await policy.sleep(do)  # type: ignore[misc]
+        else:
+            return
+
+
+OutboxPolicy = Literal["block", "drop_oldest", "raise"]
+Hook = Callable[..., Awaitable[None] | None]
+
+
+async def _call(hook: Hook | None, *args: Any) -> None:
+    if hook is not None:
+        result = hook(*args)
+        if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
+            await result
+
+
+class ReconnectingClient:
+    """A client connection that reconnects by itself and loses nothing it was handed.
+
+    Created by ``AioClient.connect(url, reconnect=...)``. ``await`` it (or enter it
+    with ``async with``) to wait for the first connection.
+
+    Attributes:
+        state: ``"connecting"``, ``"open"``, ``"reconnecting"`` or ``"closed"``.
+        attempts: Connection attempts made so far.
+        reconnects: Successful connections after the first one.
+        dropped: Messages discarded by the ``drop_oldest`` outbox policy.
+        connection: The current underlying connection, or ``None``.
+    """
+
+    def __init__(
+        self,
+        open_connection: Callable[[], Awaitable[Any]],
+        retry: RetryPolicy | bool | None = None,
+        *,
+        on_connect: Hook | None = None,
+        on_disconnect: Hook | None = None,
+        outbox_size: int = 1024,
+        outbox_policy: OutboxPolicy = "block",
+    ) -> None:
+        if outbox_policy not in ("block", "drop_oldest", "raise"):
+            raise ValueError(f"unknown outbox policy {outbox_policy!r}")
+        if outbox_size < 1:
+            raise ValueError("outbox_size must be at least 1")
+        self._open = open_connection
+        self._retrying, self.healthy_after = as_retrying(retry)
+        self.on_connect = on_connect
+        self.on_disconnect = on_disconnect
+        self.outbox_size = outbox_size
+        self.outbox_policy = outbox_policy
+        self.state = "connecting"
+        self.attempts = 0
+        self.reconnects = 0
+        self.dropped = 0
+        self.connection: Any = None
+        self._outbox: deque[Any] = deque()
+        # Earlier connections whose buffered messages were not all received yet.
+        self._previous: deque[Any] = deque()
+        self._flushing = False
+        self._changed: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
+        self._closing = False
+        self._opened = False
+        self.close_reason = 1000
+        self.close_message: str | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def _notify(self) -> None:
+        if self._changed is not None and not self._changed.done():
+            self._changed.set_result(None)
+        self._changed = None
+
+    async def _wait_change(self, deadline: float | None = None) -> bool:
+        loop = asyncio.get_running_loop()
+        if self._changed is None:
+            self._changed = loop.create_future()
+        waiter = self._changed
+        timeout = None if deadline is None else max(0.0, deadline - loop.time())
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def start(self) -> Self:
+        """Start connecting and wait for the first connection.
+
+        Raises:
+            Exception: The error that made the policy give up before any connection
+                opened.
+        """
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        while not self._opened:
+            if self.state == "closed":
+                if self._error is not None:
+                    raise self._error
+                raise ConnectionClosed(self.close_reason, self.close_message)
+            await self._wait_change()
+        return self
+
+    def __await__(self) -> Any:
+        return self.start().__await__()
+
+    async def _open_counted(self) -> Any:
+        self.attempts += 1
+        return await self._open()
+
+    async def _run(self) -> None:
+        first = True
+        try:
+            async with contextlib.aclosing(
+                connections(self._open_counted, self._retrying, healthy_after=self.healthy_after)
+            ) as attempts:
+                async for ws in attempts:
+                    if self._closing:
+                        await ws.close()
+                        break
+                    await self._serve(ws, first)
+                    first = False
+                    if self._closing:
+                        break
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            logger.error("giving up reconnecting after %d attempts: %s", self.attempts, exc)
+            self._error = exc
+        finally:
+            ws = self.connection
+            if ws is not None and self._error is None:
+                self.close_reason = ws.close_reason
+                self.close_message = ws.close_message
+            self.state = "closed"
+            self._notify()
+
+    async def _serve(self, ws: _Conn, first: bool) -> None:
+        """Run one connection: on_connect, flush the outbox, wait until it ends."""
+        if self.connection is not None:
+            self._previous.append(self.connection)
+        self.connection = ws
+        if not first:
+            self.reconnects += 1
+        try:
+            await _call(self.on_connect, ws)
+            await self._flush(ws)
+        except ConnectionClosed:
+            pass
+        else:
+            # Open even if it already dropped: its messages are still to be received.
+            self.state = "open"
+            self._opened = True
+            self._notify()
+            await ws.wait_closed()
+        if self._closing:
+            return
+        self.state = "reconnecting"
+        self._notify()
+        logger.info("connection lost (%s); reconnecting", ws.close_reason)
+        await _call(self.on_disconnect, ConnectionClosed(ws.close_reason, ws.close_message))
+
+    async def _flush(self, ws: _Conn) -> None:
+        self._flushing = True
+        try:
+            while self._outbox:
+                await ws.send(self._outbox[0])
+                self._outbox.popleft()
+                self._notify()
+        finally:
+            self._flushing = False
+
+    # -- the connection interface ----------------------------------------------------
+
+    @property
+    def outbox_depth(self) -> int:
+        """Messages waiting in the outbox."""
+        return len(self._outbox)
+
+    @property
+    def latency(self) -> float | None:
+        """Round-trip time of the last answered ping on the current connection."""
+        return getattr(self.connection, "latency", None)
+
+    @property
+    def connected(self) -> bool:
+        """``True`` while a connection is open and ready."""
+        return self.state == "open" and bool(getattr(self.connection, "connected", False))
+
+    @property
+    def close_requested(self) -> bool:
+        """``True`` once :meth:`close` was called."""
+        return self._closing
+
+    def _final_error(self) -> BaseException:
+        if self._error is not None:
+            return self._error
+        return ConnectionClosed(self.close_reason, self.close_message)
+
+    async def send(self, data: Any) -> None:
+        """Send a message now, or after the reconnect if the connection is down.
+
+        Raises:
+            OutboxFull: The connection is down, the outbox is full and the policy
+                is ``"raise"``.
+            ConnectionClosed: The client was closed or gave up.
+        """
+        if self.state == "closed" or self._closing:
+            raise self._final_error()
+        ws = self.connection
+        if self.state == "open" and not self._outbox and not self._flushing and ws is not None:
+            try:
+                await ws.send(data)
+                return
+            except ConnectionClosed:
+                pass  # nothing was written: keep it for the next connection
+        while len(self._outbox) >= self.outbox_size:
+            if self.outbox_policy == "raise":
+                raise OutboxFull(f"outbox full ({self.outbox_size} messages)")
+            if self.outbox_policy == "drop_oldest":
+                self._outbox.popleft()
+                self.dropped += 1
+                break
+            await self._wait_change()
+            if self.state == "closed":
+                raise self._final_error()
+        self._outbox.append(data)
+        if self.state == "open" and not self._flushing and self.connection is not None:
+            # The connection came back while we waited for room: flush now.
+            with contextlib.suppress(ConnectionClosed):
+                await self._flush(self.connection)
+
+    async def receive(self, timeout: float | None = None) -> Any:
+        """Receive the next message, across reconnects.
+
+        Returns:
+            The message, or ``None`` when ``timeout`` passed.
+
+        Raises:
+            ConnectionClosed: The client was closed, or gave up reconnecting (then
+                the error that made it give up is raised instead).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            while self._previous:
+                # Messages an earlier connection received before it dropped come first.
+                try:
+                    message = await self._previous[0].receive(0)
+                except ConnectionClosed:
+                    self._previous.popleft()
+                else:
+                    if message is not None:
+                        return message
+                    self._previous.popleft()
+            ws = self.connection
+            if ws is not None and (self.state == "open" or not ws.connected):
+                remaining = None if deadline is None else max(0.0, deadline - loop.time())
+                try:
+                    message = await ws.receive(remaining)
+                except ConnectionClosed:
+                    if self.state == "closed":
+                        raise self._final_error() from None
+                else:
+                    if message is not None or deadline is None:
+                        return message
+                    if loop.time() >= deadline:
+                        return None
+                    continue
+            if self.state == "closed":
+                raise self._final_error()
+            if self.connection is ws and not await self._wait_change(deadline):
+                return None
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Any:
+        """Next message; ends quietly after :meth:`close` or a normal end."""
+        try:
+            return await self.receive()
+        except ConnectionClosed as exc:
+            if self._closing or exc.reason in (1000, 1001):
+                raise StopAsyncIteration from None
+            raise
+
+    async def close(self, reason: int | None = None, message: str | None = None) -> None:
+        """Stop reconnecting and close the current connection.
+
+        Messages still in the outbox are sent first when a connection is open;
+        otherwise they are discarded (see :attr:`outbox_depth`).
+        """
+        if self._closing:
+            if self._task is not None:
+                await asyncio.wait({self._task})
+            return
+        self._closing = True
+        ws = self.connection
+        if ws is not None and self.state == "open":
+            with contextlib.suppress(ConnectionClosed):
+                await self._flush(ws)
+        if ws is not None:
+            await ws.close(reason, message)
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.state = "closed"
+        self.close_reason = reason or 1000
+        self.close_message = message
+        self._notify()
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close with 1000, or 1011 when the block raised."""
+        await self.close(1011 if exc_type is not None else None)
+
+    def typed(self, receive_type: Any, **options: Any) -> Any:
+        """Return a typed channel over this client; see ``simple_websocket.channels.typed``."""
+        from .channels import typed
+
+        return typed(self, receive_type, **options)
+
+    def stream(self) -> Any:
+        """Return an aiostream stream of messages across reconnects."""
+        from .operators import messages
+
+        return messages(self)
