@@ -468,3 +468,31 @@ async def test_accept_sock_bad_handshake_gets_400_and_clear_error():
 async def test_accept_needs_exactly_one_source(kwargs):
     with pytest.raises(ValueError, match="exactly one"):
         await AioServer.accept(**kwargs)
+
+
+async def test_serve_exposes_request_mode_and_headers():
+    seen = {}
+
+    async def report(ws):
+        seen.update(mode=ws.mode, token=ws.headers.get("X-Token"), target=ws.request.target)
+
+    async with simple_websocket.serve(report) as server:
+        async with AioClient.connect(server.url + "room?x=1", headers={"X-Token": "t"}) as ws:
+            await ws.wait_closed()
+    assert seen == {"mode": "serve", "token": "t", "target": "/room?x=1"}
+
+
+async def test_handler_that_loses_its_client_is_not_an_error(caplog):
+    gone = asyncio.Event()
+
+    async def talker(ws):
+        await ws.receive()  # raises ConnectionClosed when the client vanishes
+        gone.set()
+
+    async with simple_websocket.serve(talker) as server:
+        ws = await AioClient.connect(server.url)
+        ws.transport.abort()
+        await ws.wait_closed()
+        # Wait for the handler to finish by closing the server (it waits for handlers).
+    assert "connection handler failed" not in caplog.text
+    assert not gone.is_set()

@@ -162,6 +162,14 @@ class AioServer(ServerConnection):
         return ws
 
 
+    def _answer_handshake(self, transport: Any, request: HandshakeRequest) -> None:
+        if self.mode == "unknown":
+            # A connection accepted by serve(): expose the request as 1.1 did.
+            self.mode = "serve"
+            self.headers = dict(request.headers)
+        super()._answer_handshake(transport, request)
+
+
 class AioClient(Connection):
     """The client side of a WebSocket connection; open one with :meth:`connect`."""
 

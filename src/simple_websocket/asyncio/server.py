@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
-from ..errors import HandshakeError
+from ..errors import ConnectionClosed, HandshakeError
 from ..sansio.handshake import (
     HandshakeRequest,
     accept_request,
@@ -213,6 +213,10 @@ class WebSocketServer(Generic[C]):
         except asyncio.CancelledError:
             await conn.close(CloseCode.GOING_AWAY, "Server shutting down")
             raise
+        except ConnectionClosed as exc:
+            # The client went away while the handler talked to it: not a bug.
+            logger.debug("handler ended: %s", exc)
+            await conn.close()
         except Exception:
             logger.exception("connection handler failed")
             await conn.close(CloseCode.INTERNAL_ERROR, "Internal server error")
