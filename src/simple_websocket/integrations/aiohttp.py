@@ -11,16 +11,24 @@ returns (``web.Response(text='')`` as in simple-websocket 1.1's example, or
 nothing), aiohttp finds the transport closed and writes no HTTP response after the
 WebSocket; for a handler that returns ``None`` aiohttp still logs "Missing return
 statement on request handler".
+
+A handler that returns (or raises) while its WebSocket is still open does not get
+an HTTP response written into the WebSocket stream either: when aiohttp starts
+writing that response, the WebSocket is closed first, with 1000 (or 1011 when the
+handler raised), and aiohttp is told that the connection is gone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sys
 from typing import TYPE_CHECKING, Any
 
-from ..asyncio.server import ServerConnection
+from ..asyncio.server import ServerConnection, reject
 from ..errors import HandshakeError
 from ..sansio.handshake import HandshakeRequest, normalize_headers
+from ..sansio.protocol import CloseCode
 
 if TYPE_CHECKING:  # pragma: no cover
     from aiohttp import web
@@ -51,6 +59,47 @@ def _aiohttp_request(request: web.Request) -> HandshakeRequest:
     return HandshakeRequest(request.path_qs, normalize_headers(request.headers), request.method)
 
 
+def _check_handover(request: web.Request) -> None:
+    """Refuse an upgrade whose following bytes aiohttp would parse as HTTP.
+
+    aiohttp only stops parsing HTTP after a request whose ``Upgrade`` header is
+    exactly ``websocket`` (as its own ``WebSocketResponse`` requires). With another
+    value (``websocket, foo``), the frames a client sends right behind its request
+    would be consumed by aiohttp's HTTP parser and lost, so such a request is
+    answered with 400 instead of a 101.
+
+    Raises:
+        HandshakeError: The ``Upgrade`` header lists ``websocket`` among others.
+    """
+    upgrade = request.headers.get("Upgrade", "")
+    tokens = [t.strip().lower() for t in upgrade.split(",")]
+    if "websocket" in tokens and upgrade.strip().lower() != "websocket":
+        raise HandshakeError(
+            f"the Upgrade header must be exactly 'websocket', not {upgrade!r}", 400
+        )
+
+
+def _guard_response(conn: ServerConnection, request: web.Request) -> None:
+    """Keep aiohttp from writing the handler's HTTP response into the WebSocket.
+
+    When the handler is done, aiohttp writes its response (the one it returned,
+    a 500 for ``None`` or for an exception) through ``request.writer``, starting
+    with the headers. At that point the WebSocket is closed (a no-op when it
+    already is) and aiohttp gets the ``ConnectionResetError`` it expects from a
+    connection that is gone, so it writes nothing and closes the transport.
+    """
+    writer: Any = request.writer
+
+    async def write_headers(status_line: str, headers: Any) -> None:
+        if sys.exc_info()[1] is not None:  # aiohttp is answering an exception
+            await conn.close(CloseCode.INTERNAL_ERROR, "Unexpected error")
+        else:
+            await conn.close()
+        raise ConnectionResetError("the connection was upgraded to a WebSocket")
+
+    writer.write_headers = write_headers
+
+
 async def accept_aiohttp(conn: ServerConnection, request: web.Request) -> None:
     """Answer the WebSocket handshake of an aiohttp ``request`` and attach ``conn``.
 
@@ -67,6 +116,13 @@ async def accept_aiohttp(conn: ServerConnection, request: web.Request) -> None:
     handler.keep_alive(False)
     hs_request = _aiohttp_request(request)
     try:
+        _check_handover(request)
+    except HandshakeError as exc:
+        conn.request = hs_request
+        reject(transport, exc)
+        handler.force_close()
+        raise
+    try:
         conn._answer_handshake(transport, hs_request)
     except HandshakeError:
         handler.force_close()
@@ -80,11 +136,15 @@ async def accept_aiohttp(conn: ServerConnection, request: web.Request) -> None:
         return transport.get_write_buffer_size() > high and not transport.is_closing()
 
     async def drain() -> None:
-        try:
+        with contextlib.suppress(ConnectionError):
             await writer.drain()
-        except ConnectionError:
-            pass
 
     conn._write_blocked = blocked
     conn._wait_writable = drain
+    _guard_response(conn, request)
     handler.set_parser(_Feeder(conn))  # type: ignore[arg-type]
+    # set_parser() hands over what aiohttp buffered, which can fill the message
+    # queue and pause reading, and then lets aiohttp resume the reading it had
+    # paused for that buffer: pause again, or nothing would stop the client.
+    if conn._read_paused and not transport.is_closing():
+        transport.pause_reading()

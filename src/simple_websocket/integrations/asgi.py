@@ -53,6 +53,9 @@ class ASGIConnection(BaseConnection):
         self._can_read.set()
         self._closed_event = asyncio.Event()
         self._close_sent = False
+        # The code and reason of the close this side started, if it did.
+        self._sent_close: tuple[int, str | None] | None = None
+        self._close_sender: asyncio.Task[None] | None = None
 
     @property
     def request(self) -> HandshakeRequest:
@@ -127,9 +130,15 @@ class ASGIConnection(BaseConnection):
                     text = event.get("text")
                     self._deliver([text if text is not None else bytes(event.get("bytes") or b"")])
                 elif kind == "websocket.disconnect":
-                    self._finish(
-                        int(event.get("code", CloseCode.NORMAL_CLOSURE)), event.get("reason") or None
-                    )
+                    if self._sent_close is not None:
+                        # Servers report the end of a close this side started
+                        # differently (the client's echo, 1000, 1005): keep ours.
+                        self._finish(*self._sent_close)
+                    else:
+                        self._finish(
+                            int(event.get("code", CloseCode.NORMAL_CLOSURE)),
+                            event.get("reason") or None,
+                        )
                     break
         except Exception as exc:  # the server's receive failed: the connection is gone
             self._finish(CloseCode.ABNORMAL_CLOSURE, str(exc) or None)
@@ -148,8 +157,10 @@ class ASGIConnection(BaseConnection):
         Raises:
             ConnectionClosed: The connection is closing or closed.
         """
-        if self._finished or self._close_sent:
+        if self._finished:
             raise self._closed_exception()
+        if self._sent_close is not None:
+            raise ConnectionClosed(*self._sent_close)
         if isinstance(data, (bytes, bytearray, memoryview)):
             event: dict[str, Any] = {"type": "websocket.send", "bytes": bytes(data)}
         else:
@@ -160,30 +171,54 @@ class ASGIConnection(BaseConnection):
             # Servers raise their own exception types once the client is gone.
             self._finish(CloseCode.ABNORMAL_CLOSURE, None)
             raise ConnectionClosed(self.close_reason, self.close_message) from exc
+        # Some servers (hypercorn) drop messages for a client that is gone without
+        # suspending the sender: yield, so that the reader takes the disconnect
+        # and a send loop ends with ConnectionClosed instead of spinning forever.
+        await asyncio.sleep(0)
 
     async def close(self, reason: int | None = None, message: str | None = None) -> None:
         """Close the connection with ``reason`` (1000) and wait for the client.
 
-        Waits up to ``close_timeout`` for the server to report the disconnect.
-        Idempotent.
+        Waits up to ``close_timeout`` in all (sending the close included) for the
+        server to report the disconnect. Idempotent: a second call, or a call after
+        the client closed, waits for the same end.
         """
         self._close_called = True
         self.connected = False
-        if not self._close_sent and not self._finished:
-            self._close_sent = True
-            event: dict[str, Any] = {
-                "type": "websocket.close",
-                "code": reason or CloseCode.NORMAL_CLOSURE,
-            }
-            if message:
-                event["reason"] = message
-            with contextlib.suppress(Exception):
-                await self._asgi_send(event)
+        code = int(reason or CloseCode.NORMAL_CLOSURE)
+        if self._finished and not self._close_sent:
+            # The client is gone (a disconnect, or a failed send): nothing to close.
+            if self._reader is not None and not self._reader.done():
+                self._reader.cancel()
+            return
         # Let the reader see the disconnect even if the queue is full.
         self._can_read.set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.close_timeout
+        if not self._close_sent:
+            self._close_sent = True
+            self._sent_close = (code, message)
+            event: dict[str, Any] = {"type": "websocket.close", "code": code}
+            if message:
+                event["reason"] = message
+            # In a task of its own: some servers' send of a close waits for the
+            # closing handshake and does not give up when cancelled, so the
+            # deadline is kept by not awaiting it past close_timeout.
+            self._close_sender = loop.create_task(self._send_close(event))
+        sender = self._close_sender
         try:
-            await asyncio.wait_for(self._closed_event.wait(), self.close_timeout)
+            if sender is not None and not sender.done():
+                await asyncio.wait_for(asyncio.shield(sender), max(0.0, deadline - loop.time()))
+            if not self._closed_event.is_set():
+                await asyncio.wait_for(self._closed_event.wait(), max(0.0, deadline - loop.time()))
         except TimeoutError:
+            if sender is not None:
+                sender.cancel()
             if self._reader is not None:
                 self._reader.cancel()
-            self._finish(reason or CloseCode.NORMAL_CLOSURE, message)
+            self._finish(*(self._sent_close or (code, message)))
+
+    async def _send_close(self, event: dict[str, Any]) -> None:
+        # A server that reports the client gone by raising: the reader sees it too.
+        with contextlib.suppress(Exception):
+            await self._asgi_send(event)
