@@ -496,3 +496,67 @@ async def test_handler_that_loses_its_client_is_not_an_error(caplog):
         # Wait for the handler to finish by closing the server (it waits for handlers).
     assert "connection handler failed" not in caplog.text
     assert not gone.is_set()
+
+
+async def test_serve_process_request_can_refuse_or_accept():
+    seen = []
+
+    async def check(request):
+        seen.append(request.target)
+        if request.header("Authorization") != "Bearer ok":
+            return simple_websocket.HTTPResponse(401, "bad token\n", [("Retry-After", "3")])
+        return None
+
+    async with simple_websocket.serve(echo, process_request=check) as server:
+        with pytest.raises(HandshakeRejected) as info:
+            await AioClient.connect(server.url + "a")
+        assert info.value.status_code == 401
+        assert info.value.header("Retry-After") == "3"
+        assert info.value.body == b"bad token\n"
+        async with AioClient.connect(
+            server.url + "b", headers={"Authorization": "Bearer ok"}
+        ) as ws:
+            await ws.send("in")
+            assert await ws.receive(timeout=5) == "in"
+    assert seen == ["/a", "/b"]
+
+
+async def test_serve_process_request_keeps_early_frames_and_survives_errors(caplog):
+    import base64
+    import os
+    import struct
+
+    release = asyncio.Event()
+
+    async def slow_check(request):
+        if request.target == "/boom":
+            raise RuntimeError("hook bug")
+        await release.wait()
+
+    async with simple_websocket.serve(echo, process_request=slow_check) as server:
+        with pytest.raises(HandshakeRejected) as info:
+            await AioClient.connect(server.url + "boom")
+        assert info.value.status_code == 500
+        assert "hook bug" in caplog.text
+        # A client that sends its first frame right behind the request, while the
+        # hook is still running: the frame must not be lost.
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        key = base64.b64encode(os.urandom(16)).decode()
+        mask = os.urandom(4)
+        payload = b"early"
+        frame = struct.pack("!BB", 0x81, 0x80 | len(payload)) + mask
+        frame += bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        writer.write(
+            (
+                "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+            + frame
+        )
+        await writer.drain()
+        release.set()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 101")
+        echoed = await asyncio.wait_for(reader.readexactly(2 + len(payload)), 5)
+        assert echoed == bytes([0x81, len(payload)]) + payload
+        writer.close()

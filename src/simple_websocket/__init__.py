@@ -25,7 +25,7 @@ from .errors import (
     SimpleWebsocketError,
 )
 from .integrations.asgi import ASGIConnection
-from .sansio.handshake import HandshakeRequest
+from .sansio.handshake import HandshakeRequest, HTTPResponse
 from .sansio.protocol import CloseCode
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -74,6 +74,7 @@ __all__ = [  # noqa: RUF022
     "HandshakeError",
     "HandshakeRejected",
     "HandshakeRequest",
+    "HTTPResponse",
     "JsonCodec",
     "OpenTimeout",
     "OutboxFull",

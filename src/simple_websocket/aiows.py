@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar, overload
 
 from .asyncio.client import open_connection
 from .asyncio.connection import BaseConnection, Connection
-from .asyncio.server import ServerConnection, WebSocketServer, accept_socket
+from .asyncio.server import ProcessRequest, ServerConnection, WebSocketServer, accept_socket
 from .asyncio.server import serve as _serve
 from .integrations.aiohttp import accept_aiohttp
 from .integrations.asgi import ASGIConnection
@@ -160,7 +160,6 @@ class AioServer(ServerConnection):
         request = HandshakeRequest(path, normalize_headers(headers))
         await accept_socket(ws, sock, request)
         return ws
-
 
     def _answer_handshake(self, transport: Any, request: HandshakeRequest) -> None:
         if self.mode == "unknown":
@@ -478,6 +477,7 @@ def serve(
     open_timeout: float | None = 10.0,
     sock: socket.socket | None = None,
     ssl: ssl.SSLContext | None = None,
+    process_request: ProcessRequest | None = None,
     **accept_options: Any,
 ) -> WebSocketServer[Any]:
     """Run a standalone WebSocket server that calls ``await handler(ws)`` per connection.
@@ -501,6 +501,11 @@ def serve(
         open_timeout: Seconds a client has to send its upgrade request.
         sock: Listen on this already bound socket instead of ``host``/``port``.
         ssl: A server ``SSLContext`` for ``wss://``.
+        process_request: Called (sync or async) with each upgrade request's
+            :class:`~simple_websocket.HandshakeRequest` before it is accepted; return
+            an :class:`~simple_websocket.HTTPResponse` to refuse it (authentication,
+            rate limiting), or ``None`` to go on. An exception in it is logged and
+            answered with 500.
         **accept_options: Options of :meth:`AioServer.accept` (``subprotocols``,
             ``ping_interval``, ``max_message_size``, ``compression``, ...).
     """
@@ -512,6 +517,7 @@ def serve(
         open_timeout=open_timeout,
         sock=sock,
         ssl=ssl,
+        process_request=process_request,
         **accept_options,
     )
 

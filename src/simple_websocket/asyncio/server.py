@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Sequence
@@ -12,6 +13,7 @@ from typing import Any, Generic, Self, TypeVar
 from ..errors import ConnectionClosed, HandshakeError
 from ..sansio.handshake import (
     HandshakeRequest,
+    HTTPResponse,
     accept_request,
     build_reject_response,
     choose_subprotocol,
@@ -21,7 +23,7 @@ from ..sansio.handshake import (
 from ..sansio.protocol import CloseCode
 from .connection import Connection, StreamProtocol
 
-__all__ = ["ServerConnection", "WebSocketServer", "accept_socket", "serve"]
+__all__ = ["HTTPResponse", "ServerConnection", "WebSocketServer", "accept_socket", "serve"]
 
 logger = logging.getLogger("simple_websocket")
 
@@ -101,6 +103,9 @@ async def accept_socket(
 
 
 Handler = Callable[[Any], Awaitable[Any]]
+ProcessRequest = Callable[
+    [HandshakeRequest], "HTTPResponse | Awaitable[HTTPResponse | None] | None"
+]
 C = TypeVar("C", bound=ServerConnection)
 
 
@@ -137,9 +142,39 @@ class _ServerProtocol(StreamProtocol):
             return
         if parsed is None:
             return
+        request, rest = parsed
+        self.buffer = bytearray(rest)
+        if self.server.process_request is None:
+            self._stop_timer()
+            self.on_handshake_data = None
+            self._upgrade(request)
+            return
+        # Bytes that arrive while process_request runs wait in the buffer.
+        self.on_handshake_data = self.buffer.extend
+        task = asyncio.get_running_loop().create_task(self._process(request))
+        self.server._track(task)
+
+    async def _process(self, request: HandshakeRequest) -> None:
+        assert self.transport is not None and self.server.process_request is not None
+        try:
+            answer = self.server.process_request(request)
+            if inspect.isawaitable(answer):
+                answer = await answer
+        except Exception:
+            logger.exception("process_request failed")
+            answer = HTTPResponse(500, "Internal Server Error\n")
         self._stop_timer()
         self.on_handshake_data = None
-        request, rest = parsed
+        if self.transport.is_closing():
+            return
+        if answer is not None:
+            self.transport.write(answer.to_bytes())
+            self.transport.close()
+            return
+        self._upgrade(request)
+
+    def _upgrade(self, request: HandshakeRequest) -> None:
+        assert self.transport is not None
         conn = self.server._new_connection()
         try:
             conn._answer_handshake(self.transport, request)
@@ -151,7 +186,9 @@ class _ServerProtocol(StreamProtocol):
             )
             return
         self.attach(conn)
-        if rest:
+        if self.buffer:
+            rest = bytes(self.buffer)
+            self.buffer.clear()
             conn._data_received(rest)
         self.server._start_handler(conn)
 
@@ -182,9 +219,11 @@ class WebSocketServer(Generic[C]):
         open_timeout: float | None = 10.0,
         sock: socket.socket | None = None,
         ssl: Any = None,
+        process_request: ProcessRequest | None = None,
         **accept_options: Any,
     ) -> None:
         self.handler = handler
+        self.process_request = process_request
         self.host = host
         self._port = port
         self.connection_class = connection_class
@@ -203,7 +242,9 @@ class WebSocketServer(Generic[C]):
 
     def _start_handler(self, conn: C) -> None:
         self.connections.add(conn)
-        task = asyncio.get_running_loop().create_task(self._run(conn))
+        self._track(asyncio.get_running_loop().create_task(self._run(conn)))
+
+    def _track(self, task: asyncio.Task[None]) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

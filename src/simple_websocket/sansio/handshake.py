@@ -25,6 +25,7 @@ __all__ = [
     "MAX_HEAD_SIZE",
     "WSURL",
     "ClientHandshake",
+    "HTTPResponse",
     "HandshakeRequest",
     "accept_key",
     "accept_request",
@@ -341,6 +342,8 @@ def build_accept_response(
 
 _REASONS = {
     400: "Bad Request",
+    401: "Unauthorized",
+    429: "Too Many Requests",
     403: "Forbidden",
     404: "Not Found",
     426: "Upgrade Required",
@@ -365,6 +368,24 @@ def build_reject_response(
         lines += ["Upgrade: websocket", "Sec-WebSocket-Version: 13"]
     lines.extend(f"{name}: {value}" for name, value in extra_headers)
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload
+
+
+@dataclass(frozen=True)
+class HTTPResponse:
+    """A plain HTTP response a server sends instead of accepting the WebSocket.
+
+    Returned by a ``process_request`` hook to refuse a handshake (for instance
+    ``HTTPResponse(401, "token expired")`` or
+    ``HTTPResponse(429, headers=[("Retry-After", "5")])``).
+    """
+
+    status: int
+    body: str = ""
+    headers: Sequence[tuple[str, str]] = ()
+
+    def to_bytes(self) -> bytes:
+        """Return the response as sent on the wire (it closes the connection)."""
+        return build_reject_response(self.status, self.body, self.headers)
 
 
 class ClientHandshake:
