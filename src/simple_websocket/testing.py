@@ -1,0 +1,283 @@
+"""Test helpers for applications built on this SDK, and a pytest plugin.
+
+:class:`ScriptedServer` is an in-process WebSocket server on localhost whose
+behaviour a test scripts with a :class:`Script`: echo, greet with messages, drop
+the TCP connection after N messages, close with a code, refuse the handshake with
+an HTTP status, stop answering pings, or stop reading (a slow consumer). It records
+what it received and can be stopped and restarted on the same port, which is what
+testing a reconnecting bot needs::
+
+    async def test_bot_resubscribes(ws_server):
+        ws_server.script = Script(greeting=["hello"], close_after=1, close_code=1012)
+        ...
+
+The pytest plugin (registered under the ``pytest11`` entry point, so it is active
+wherever this package is installed) provides two fixtures when pytest-asyncio is
+installed: ``ws_server``, a started :class:`ScriptedServer`, and
+``ws_server_factory``, an async callable creating more; all are stopped at teardown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+from .aiows import AioServer, serve
+from .asyncio.server import WebSocketServer
+from .errors import ConnectionClosed
+from .sansio.handshake import HandshakeRequest, HTTPResponse
+
+__all__ = ["Script", "ScriptedServer", "free_port"]
+
+
+@dataclasses.dataclass
+class Script:
+    """What a :class:`ScriptedServer` does with each new connection.
+
+    Attributes:
+        greeting: Messages sent as soon as the connection is accepted.
+        echo: Send every received message back.
+        close_after: Close (with ``close_code`` and ``close_reason``) after receiving
+            this many messages on the connection; 0 closes right after the greeting.
+        close_code: The close code used by ``close_after``.
+        close_reason: The close reason used by ``close_after``.
+        drop_after: Abort the TCP connection, without a close frame, after receiving
+            this many messages; 0 drops it right after the greeting.
+        refuse: Answer the handshake with this HTTP status instead of accepting.
+        retry_after: ``Retry-After`` header value (seconds) sent with ``refuse``.
+        withhold_pongs: Stop reading once accepted: pings go unanswered (and
+            nothing the client sends is received), like a frozen peer.
+        slow: Do not read until :meth:`ScriptedServer.release` is called (a slow
+            consumer: the client's sends eventually block).
+    """
+
+    greeting: Sequence[str | bytes] = ()
+    echo: bool = True
+    close_after: int | None = None
+    close_code: int = 1000
+    close_reason: str = ""
+    drop_after: int | None = None
+    refuse: int | None = None
+    retry_after: float | None = None
+    withhold_pongs: bool = False
+    slow: bool = False
+
+
+class ScriptedServer:
+    """A scriptable WebSocket server on localhost for tests.
+
+    Args:
+        script: The behaviour of new connections (changeable at any time through
+            :attr:`script`; a connection keeps the script it started with).
+        host: The interface to listen on.
+        port: The port (0: a free one, kept across :meth:`restart`).
+        **accept_options: Options of :meth:`AioServer.accept` (``max_queue``,
+            ``ping_interval``, ``subprotocols``, ...).
+
+    Attributes:
+        received: Every message received, over all connections, in order.
+        connections: Number of connections accepted so far.
+        refused: Number of handshakes refused because of ``Script.refuse``.
+        active: The connections currently open.
+    """
+
+    def __init__(
+        self,
+        script: Script | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        **accept_options: Any,
+    ) -> None:
+        self.script = script or Script()
+        self.host = host
+        self.port = port
+        self.accept_options = accept_options
+        self.received: list[str | bytes] = []
+        self.connections = 0
+        self.refused = 0
+        self.active: set[AioServer] = set()
+        self._frozen: set[AioServer] = set()
+        self._server: WebSocketServer[Any] | None = None
+        self._changed = asyncio.Event()
+        self._released = asyncio.Event()
+
+    @property
+    def url(self) -> str:
+        """``ws://host:port/``."""
+        return f"ws://{self.host}:{self.port}/"
+
+    def _bump(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _process_request(self, request: HandshakeRequest) -> HTTPResponse | None:
+        script = self.script
+        if script.refuse is None:
+            return None
+        self.refused += 1
+        self._bump()
+        headers = []
+        if script.retry_after is not None:
+            headers.append(("Retry-After", f"{script.retry_after:g}"))
+        return HTTPResponse(script.refuse, f"refused by script ({script.refuse})\n", headers)
+
+    async def _handle(self, ws: AioServer) -> None:
+        script = self.script
+        self.connections += 1
+        self.active.add(ws)
+        self._bump()
+        try:
+            await self._run(ws, script)
+        finally:
+            self.active.discard(ws)
+            self._bump()
+
+    async def _run(self, ws: AioServer, script: Script) -> None:
+        for message in script.greeting:
+            await ws.send(message)
+        if script.drop_after == 0:
+            assert ws.transport is not None
+            ws.transport.abort()
+            return
+        if script.close_after == 0:
+            await ws.close(script.close_code, script.close_reason)
+            return
+        if script.withhold_pongs:
+            assert ws.transport is not None
+            ws.transport.pause_reading()
+            self._frozen.add(ws)
+            try:
+                await ws.wait_closed()
+            finally:
+                self._frozen.discard(ws)
+            return
+        if script.slow:
+            await self._released.wait()
+        count = 0
+        with contextlib.suppress(ConnectionClosed):
+            async for message in ws:
+                count += 1
+                self.received.append(message)
+                self._bump()
+                if script.drop_after is not None and count >= script.drop_after:
+                    assert ws.transport is not None
+                    ws.transport.abort()
+                    return
+                if script.echo:
+                    await ws.send(message)
+                if script.close_after is not None and count >= script.close_after:
+                    await ws.close(script.close_code, script.close_reason)
+                    return
+
+    # -- control -------------------------------------------------------------------
+
+    async def start(self) -> Self:
+        """Start listening (on the same port as before after a stop)."""
+        if self._server is None:
+            self._server = await serve(
+                self._handle,
+                self.host,
+                self.port,
+                process_request=self._process_request,
+                **self.accept_options,
+            )
+            self.port = self._server.port
+        return self
+
+    async def stop(self) -> None:
+        """Stop listening and close every connection with 1001."""
+        if self._server is not None:
+            server, self._server = self._server, None
+            for ws in self._frozen:
+                # Read again so that the closing handshake can complete.
+                if ws.transport is not None and not ws.transport.is_closing():
+                    ws.transport.resume_reading()
+            await server.close()
+
+    async def restart(self) -> None:
+        """Stop, then start again on the same port."""
+        await self.stop()
+        await self.start()
+
+    def release(self) -> None:
+        """Let ``slow`` connections start reading."""
+        self._released.set()
+
+    async def send_all(self, message: str | bytes) -> None:
+        """Send ``message`` on every open connection."""
+        for ws in list(self.active):
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send(message)
+
+    async def wait_until(self, condition: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Wait until ``condition()`` is true; it is checked on every server event.
+
+        Raises:
+            TimeoutError: ``condition`` did not become true within ``timeout``.
+        """
+        async with asyncio.timeout(timeout):
+            while not condition():
+                await self._changed.wait()
+
+    async def wait_for_messages(self, count: int, timeout: float = 10.0) -> list[str | bytes]:
+        """Wait until ``count`` messages were received in all; return them."""
+        await self.wait_until(lambda: len(self.received) >= count, timeout)
+        return self.received[:count]
+
+    async def wait_for_connections(self, count: int, timeout: float = 10.0) -> None:
+        """Wait until ``count`` connections were accepted in all."""
+        await self.wait_until(lambda: self.connections >= count, timeout)
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port that was free a moment ago (for servers started later)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+# -- pytest plugin -----------------------------------------------------------------------
+
+try:  # pragma: no cover - exercised through pytest's plugin loading
+    import pytest_asyncio
+except ImportError:  # pragma: no cover
+    pytest_asyncio = None  # type: ignore[assignment]
+
+if pytest_asyncio is not None:
+
+    @pytest_asyncio.fixture
+    async def ws_server() -> AsyncIterator[ScriptedServer]:
+        """A started :class:`ScriptedServer` with the default script (echo)."""
+        async with ScriptedServer() as server:
+            yield server
+
+    @pytest_asyncio.fixture
+    async def ws_server_factory() -> AsyncIterator[Callable[..., Awaitable[ScriptedServer]]]:
+        """An async callable ``(script=None, **options)`` returning started servers."""
+        servers: list[ScriptedServer] = []
+
+        async def make(script: Script | None = None, **options: Any) -> ScriptedServer:
+            server = ScriptedServer(script, **options)
+            servers.append(server)
+            return await server.start()
+
+        yield make
+        for server in servers:
+            await server.stop()

@@ -1,0 +1,122 @@
+"""The testing toolkit, driven by our client."""
+
+import asyncio
+
+import pytest
+
+from simple_websocket import AioClient, ConnectionClosed, HandshakeRejected
+from simple_websocket.testing import Script, ScriptedServer, free_port
+
+
+async def test_fixture_echoes_and_records(ws_server):
+    async with AioClient.connect(ws_server.url) as ws:
+        await ws.send("a")
+        await ws.send(b"b")
+        assert await ws.receive(timeout=5) == "a"
+        assert await ws.receive(timeout=5) == b"b"
+    assert await ws_server.wait_for_messages(2) == ["a", b"b"]
+    assert ws_server.connections == 1
+
+
+async def test_greeting_and_close_after(ws_server):
+    ws_server.script = Script(
+        greeting=["hi", "there"], close_after=1, close_code=4001, close_reason="bye"
+    )
+    ws = await AioClient.connect(ws_server.url)
+    assert await ws.receive(timeout=5) == "hi"
+    assert await ws.receive(timeout=5) == "there"
+    await ws.send("one")
+    assert await ws.receive(timeout=5) == "one"
+    with pytest.raises(ConnectionClosed) as info:
+        await ws.receive(timeout=5)
+    assert (info.value.reason, info.value.message) == (4001, "bye")
+
+
+async def test_close_right_after_greeting(ws_server):
+    ws_server.script = Script(close_after=0, close_code=1012)
+    ws = await AioClient.connect(ws_server.url)
+    with pytest.raises(ConnectionClosed) as info:
+        await ws.receive(timeout=5)
+    assert info.value.reason == 1012
+
+
+@pytest.mark.parametrize("after", [0, 2])
+async def test_drop_after_aborts_without_close_frame(ws_server, after):
+    ws_server.script = Script(drop_after=after)
+    ws = await AioClient.connect(ws_server.url)
+    for i in range(after):
+        await ws.send(str(i))
+    with pytest.raises(ConnectionClosed) as info:
+        while True:
+            await ws.receive(timeout=5)
+    assert info.value.reason == 1006
+
+
+async def test_refuse_with_status_and_retry_after(ws_server):
+    ws_server.script = Script(refuse=429, retry_after=2)
+    with pytest.raises(HandshakeRejected) as info:
+        await AioClient.connect(ws_server.url)
+    assert info.value.status_code == 429
+    assert info.value.header("Retry-After") == "2"
+    assert ws_server.refused == 1
+    assert ws_server.connections == 0
+
+
+@pytest.mark.timeout(10)
+async def test_withheld_pongs_trip_the_client_keepalive(ws_server):
+    ws_server.script = Script(withhold_pongs=True)
+    ws = await AioClient.connect(ws_server.url, ping_interval=0.05, ping_timeout=0.05)
+    with pytest.raises(ConnectionClosed) as info:
+        await ws.receive(timeout=5)
+    assert info.value.reason == 1011
+
+
+@pytest.mark.timeout(20)
+async def test_slow_consumer_blocks_the_sender_until_released(ws_server):
+    ws_server.script = Script(slow=True, echo=False)
+    payload = b"x" * 65536
+    async with AioClient.connect(ws_server.url, compression=False) as ws:
+        sender = asyncio.create_task(_send_many(ws, payload, 400))  # 26 MB
+        done, _ = await asyncio.wait({sender}, timeout=0.2)
+        assert not done  # blocked by write backpressure
+        ws_server.release()
+        await asyncio.wait_for(sender, 15)
+        await ws_server.wait_for_messages(400, timeout=15)
+
+
+async def _send_many(ws, payload, count):
+    for _ in range(count):
+        await ws.send(payload)
+
+
+async def test_restart_keeps_the_port_and_send_all():
+    port = free_port()
+    async with ScriptedServer(port=port) as server:
+        assert server.port == port
+        ws = await AioClient.connect(server.url)
+        await server.wait_for_connections(1)
+        await server.send_all("broadcast")
+        assert await ws.receive(timeout=5) == "broadcast"
+        await server.restart()
+        with pytest.raises(ConnectionClosed) as info:
+            await ws.receive(timeout=5)
+        assert info.value.reason == 1001
+        ws2 = await AioClient.connect(server.url)
+        await ws2.send("again")
+        assert await ws2.receive(timeout=5) == "again"
+        await ws2.close()
+        assert server.port == port
+
+
+async def test_factory_makes_independent_servers(ws_server_factory):
+    a = await ws_server_factory(Script(greeting=["a"]))
+    b = await ws_server_factory(Script(greeting=["b"]), max_queue=4)
+    assert a.port != b.port
+    async with AioClient.connect(a.url) as wa, AioClient.connect(b.url) as wb:
+        assert await wa.receive(timeout=5) == "a"
+        assert await wb.receive(timeout=5) == "b"
+
+
+async def test_wait_until_times_out(ws_server):
+    with pytest.raises(TimeoutError):
+        await ws_server.wait_for_messages(1, timeout=0.01)
