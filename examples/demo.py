@@ -1,61 +1,100 @@
-"""Quick start demo: an embedded WebSocket server and a client talking to it.
+"""Quick start demo: a typed, auto-reconnecting client that lives through a server restart.
 
-Starts a standalone server on localhost (a free port), connects a client, exchanges
-text and binary messages, measures round trips, shows a server-side close and an
-invalid URL, and exits. Run it with ``python examples/demo.py [--host HOST] [--port PORT]``.
+It starts a WebSocket server on localhost (a free port), connects a reconnecting
+client that speaks typed JSON (pydantic models), restarts the server under it,
+sends a message while the server is down (kept in the client's outbox and
+delivered after the reconnect), prints what happened and exits.
+
+Run it with ``python examples/demo.py [--host HOST] [--port PORT]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import time
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field
 
 import simple_websocket
-from simple_websocket import AioClient, AioServer
+from simple_websocket import AioClient, AioServer, Backoff
 
 
-async def handler(ws: AioServer) -> None:
-    """Answer each message; close with 1000 when asked to say goodbye."""
-    async for message in ws:
-        if message == "bye":
-            await ws.close(1000, "see you")
-            return
-        if isinstance(message, bytes):
-            await ws.send(message[::-1])
-        else:
-            await ws.send(f"echo: {message}")
+class Subscribe(BaseModel):
+    """Client → server: start a feed."""
+
+    type: Literal["subscribe"] = "subscribe"
+    channel: str
+
+
+class Ack(BaseModel):
+    """Server → client: a subscription is active."""
+
+    type: Literal["ack"] = "ack"
+    channel: str
+    connection: int
+
+
+class Tick(BaseModel):
+    """Server → client: one update of a feed."""
+
+    type: Literal["tick"] = "tick"
+    channel: str
+    seq: int
+
+
+ServerEvent = Annotated[Ack | Tick, Field(discriminator="type")]
+connections = 0
+
+
+async def feed(ws: AioServer) -> None:
+    """The server: acknowledge each subscription, then send two ticks for it."""
+    global connections
+    connections += 1
+    number = connections
+    channel = ws.typed(Subscribe, send=ServerEvent)
+    async for request in channel:
+        await channel.send(Ack(channel=request.channel, connection=number))
+        for seq in range(2):
+            await channel.send(Tick(channel=request.channel, seq=seq))
 
 
 async def main(host: str = "127.0.0.1", port: int = 0) -> None:
-    """Run the demo against a server on ``host``:``port`` (0 picks a free port)."""
-    async with simple_websocket.serve(handler, host, port) as server:
-        print(f"server listening on {server.url}")
-        async with AioClient.connect(server.url) as ws:
-            print(f"connected (compression offered; subprotocol={ws.subprotocol})")
-            await ws.send("hello")
-            print("text   ->", await ws.receive(timeout=5))
-            await ws.send(b"\x01\x02\x03")
-            print("binary ->", await ws.receive(timeout=5))
+    """Run the demo on ``host``:``port`` (0 picks a free port)."""
+    server = await simple_websocket.serve(feed, host, port)
+    port = server.port
+    print(f"server listening on {server.url}")
 
-            start = time.perf_counter()
-            for i in range(1000):
-                await ws.send(str(i))
-                await ws.receive(timeout=5)
-            elapsed = time.perf_counter() - start
-            print(f"1000 round trips in {elapsed * 1000:.0f} ms")
-            print(f"ping round trip: {await ws.ping() * 1e6:.0f} µs")
+    async def resubscribe(ws: simple_websocket.AioClient) -> None:
+        # Runs after every (re)connect, before messages queued during an outage.
+        await ws.send(Subscribe(channel="prices").model_dump_json())
 
-            await ws.send("bye")
-            async for message in ws:  # ends quietly on the server's 1000 close
-                print("unexpected", message)
-            print(f"server closed: code={ws.close_reason} reason={ws.close_message!r}")
+    client = AioClient.connect(
+        server.url,
+        reconnect=Backoff(initial=0.05, maximum=0.5),
+        on_connect=resubscribe,
+        on_disconnect=lambda exc: print(f"client: connection lost ({exc.reason})"),
+    )
+    async with client:
+        channel = client.typed(ServerEvent, send=Subscribe)
+        for _ in range(3):
+            print("client received:", await channel.receive(timeout=5))
 
-        try:
-            await AioClient.connect("ftp://example.invalid/")
-        except ValueError as exc:
-            print(f"invalid URL rejected: {exc}")
-    print("server stopped; demo done")
+        await server.close()  # every connection is closed with 1001 (going away)
+        print("server stopped")
+        await channel.send(Subscribe(channel="news"))  # the server is down: outbox
+        print(f"client: {client.outbox_depth} message waiting in the outbox")
+
+        server = await simple_websocket.serve(feed, host, port)
+        print("server restarted on the same port")
+        for _ in range(6):
+            print("client received:", await channel.receive(timeout=5))
+        print(
+            f"client: {client.reconnects} reconnect after {client.attempts} attempts, "
+            f"outbox now {client.outbox_depth}"
+        )
+    await server.close()
+    print("demo done")
 
 
 if __name__ == "__main__":

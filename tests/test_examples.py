@@ -224,6 +224,10 @@ async def test_demo():
     assert "server listening on ws://127.0.0.1:" in result.stdout, result
     assert "demo done" in result.stdout, result
     assert "Traceback" not in result.stderr, result
+    # The client lived through the restart and the outbox was delivered.
+    assert "client: 1 message waiting in the outbox" in result.stdout, result
+    assert "channel='news' connection=2" in result.stdout, result
+    assert "outbox now 0" in result.stdout, result
 
 
 @pytest.mark.parametrize(

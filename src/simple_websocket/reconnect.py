@@ -159,7 +159,7 @@ def _log_before_sleep(retry_state: RetryCallState) -> None:
     outcome = retry_state.outcome
     exc = outcome.exception() if outcome is not None and outcome.failed else None
     logger.warning(
-        "connection attempt %d failed (%s); retrying in %.2f s",
+        "connection attempt %d ended (%s); retrying in %.2f s",
         retry_state.attempt_number,
         exc,
         retry_state.upcoming_sleep,
