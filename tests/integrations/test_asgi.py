@@ -710,3 +710,28 @@ async def test_websocket_asgi_1_1_api(serve: ServeFactory) -> None:
         await probe.finished()
     assert probe.error is None
     assert probe.info["subprotocol"] == "chat"
+
+
+async def test_max_message_size_closes_with_1009(serve: ServeFactory) -> None:
+    probe = Probe()
+
+    async def handler(scope: Scope, receive: Receive, send: Send) -> None:
+        ws = await AioServer.accept(asgi=(scope, receive, send), max_message_size=1000)
+        got = []
+        try:
+            async for message in ws:
+                got.append(message)
+        except ConnectionClosed as exc:
+            probe.info["code"] = exc.reason
+        probe.info["got"] = got
+
+    async with serve(probe.track(handler)) as url:
+        ws = await AioClient.connect(url)
+        await ws.send("é" * 500)  # 1000 bytes: accepted
+        await ws.send("é" * 501)  # 1002 bytes: too big
+        with pytest.raises(ConnectionClosed) as info:
+            await ws.receive(timeout=5)
+        await probe.finished()
+    assert probe.error is None
+    assert info.value.reason == 1009
+    assert probe.info == {"code": 1009, "got": ["é" * 500]}

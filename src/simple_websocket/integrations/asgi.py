@@ -128,7 +128,19 @@ class ASGIConnection(BaseConnection):
                 kind = event["type"]
                 if kind == "websocket.receive":
                     text = event.get("text")
-                    self._deliver([text if text is not None else bytes(event.get("bytes") or b"")])
+                    message = text if text is not None else bytes(event.get("bytes") or b"")
+                    if self._too_big(message):
+                        # The ASGI server assembled it already; refuse it as the
+                        # engine does (the server's own limit may be larger), and
+                        # read on until the server reports the disconnect.
+                        self.connected = False
+                        self._start_close(
+                            CloseCode.MESSAGE_TOO_BIG,
+                            f"Message larger than {self.max_message_size} bytes",
+                        )
+                        continue
+                    if not self._close_sent:
+                        self._deliver([message])
                 elif kind == "websocket.disconnect":
                     if self._sent_close is not None:
                         # Servers report the end of a close this side started
@@ -144,6 +156,13 @@ class ASGIConnection(BaseConnection):
             self._finish(CloseCode.ABNORMAL_CLOSURE, str(exc) or None)
         finally:
             self._closed_event.set()
+
+    def _too_big(self, message: str | bytes) -> bool:
+        limit = self.max_message_size
+        if limit is None or len(message) <= limit // 4:
+            return False
+        size = len(message.encode("utf-8")) if isinstance(message, str) else len(message)
+        return size > limit
 
     def _pause_reading(self) -> None:
         self._can_read.clear()
@@ -195,16 +214,7 @@ class ASGIConnection(BaseConnection):
         self._can_read.set()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.close_timeout
-        if not self._close_sent:
-            self._close_sent = True
-            self._sent_close = (code, message)
-            event: dict[str, Any] = {"type": "websocket.close", "code": code}
-            if message:
-                event["reason"] = message
-            # In a task of its own: some servers' send of a close waits for the
-            # closing handshake and does not give up when cancelled, so the
-            # deadline is kept by not awaiting it past close_timeout.
-            self._close_sender = loop.create_task(self._send_close(event))
+        self._start_close(code, message)
         sender = self._close_sender
         try:
             if sender is not None and not sender.done():
@@ -217,6 +227,20 @@ class ASGIConnection(BaseConnection):
             if self._reader is not None:
                 self._reader.cancel()
             self._finish(*(self._sent_close or (code, message)))
+
+    def _start_close(self, code: int, message: str | None) -> None:
+        """Send the close event (once), without waiting for it."""
+        if self._close_sent:
+            return
+        self._close_sent = True
+        self._sent_close = (code, message)
+        event: dict[str, Any] = {"type": "websocket.close", "code": code}
+        if message:
+            event["reason"] = message
+        # In a task of its own: some servers' send of a close waits for the closing
+        # handshake and does not give up when cancelled, so close() keeps its
+        # deadline by not awaiting it past close_timeout.
+        self._close_sender = asyncio.get_running_loop().create_task(self._send_close(event))
 
     async def _send_close(self, event: dict[str, Any]) -> None:
         # A server that reports the client gone by raising: the reader sees it too.
