@@ -1,6 +1,7 @@
 """Reconnect policies and the reconnecting client, with fault injection over loopback."""
 
 import asyncio
+import json
 import logging
 import socket
 
@@ -538,3 +539,157 @@ async def test_latency_is_observable():
 
 def test_aioserver_is_not_affected():
     assert not hasattr(AioServer, "reconnects")
+
+
+# -- regressions ------------------------------------------------------------------------
+
+
+class StubConnection:
+    """A connection whose send() can be held, to order concurrent flushes."""
+
+    def __init__(self, log, hold=None):
+        self.log = log
+        self.hold = hold
+        self.connected = True
+        self.close_reason = 1000
+        self.close_message = None
+        self.close_requested = False
+        self.closed = asyncio.Event()
+
+    async def send(self, data):
+        if not self.connected:
+            raise ConnectionClosed(1006)
+        if self.hold is not None and data == "m3":
+            await self.hold.wait()
+        self.log.append(data)
+
+    async def receive(self, timeout=None):
+        await self.closed.wait()
+        raise ConnectionClosed(self.close_reason)
+
+    async def close(self, reason=None, message=None):
+        self.close_requested = True
+        self.drop(reason or 1000)
+
+    def drop(self, code):
+        self.connected = False
+        self.close_reason = code
+        self.closed.set()
+
+    async def wait_closed(self):
+        await self.closed.wait()
+
+
+async def test_close_during_a_flush_sends_each_message_once():
+    first_log, second_log = [], []
+    hold = asyncio.Event()
+    conns = [StubConnection(first_log), StubConnection(second_log, hold)]
+    opened = iter(conns)
+    sleeps = Sleeps()
+
+    async def open_once():
+        return next(opened)
+
+    client = ReconnectingClient(open_once, Backoff(jitter=0).retrying(sleep=sleeps), outbox_size=2)
+    await client
+    conns[0].drop(1006)
+    deadline = asyncio.get_running_loop().time() + 5
+    while not (client.connection is conns[1] and client.state == "open"):
+        assert await client._wait_change(deadline), client.state
+    # A flush held on "m3" while send() and close() arrive.
+    client._outbox.extend(["m1", "m2", "m3"])
+    flushing = asyncio.create_task(client._flush(conns[1]))
+    await asyncio.sleep(0)
+    sender = asyncio.create_task(client.send("m4"))
+    closer = asyncio.create_task(client.close())
+    await asyncio.sleep(0)
+    hold.set()
+    await asyncio.wait_for(asyncio.gather(flushing, sender, closer), 5)
+    assert second_log == ["m1", "m2", "m3", "m4"]
+
+
+async def test_request_needs_a_correlation_field():
+    from pydantic import BaseModel
+
+    class NoId(BaseModel):
+        q: str
+
+    async with simple_websocket.serve(lambda ws: ws.wait_closed()) as server:
+        async with AioClient.connect(server.url) as ws:
+            with pytest.raises(TypeError, match="no field 'id'"):
+                await ws.typed(dict).request(NoId(q="x"), timeout=1)
+
+
+async def test_request_answer_behind_many_events_is_found():
+    async def busy(ws):
+        request = json.loads(await ws.receive())
+        for n in range(40):
+            await ws.send(json.dumps({"event": n}))
+        await ws.send(json.dumps({"id": request["id"], "answer": True}))
+        await ws.wait_closed()
+
+    async with simple_websocket.serve(busy) as server:
+        async with AioClient.connect(server.url) as ws:
+            channel = ws.typed(dict)
+            answer = await channel.request({"q": 1}, timeout=5)
+            assert answer["answer"] is True
+            events = [await channel.receive(timeout=5) for _ in range(40)]
+            assert [e["event"] for e in events] == list(range(40))
+
+
+async def test_giving_up_reports_the_last_close_code_and_raises_in_iteration():
+    async def going_away(ws):
+        await ws.close(1001)
+
+    sleeps = Sleeps()
+    async with simple_websocket.serve(going_away) as server:
+        client = await AioClient.connect(
+            server.url, reconnect=Backoff(max_attempts=3, jitter=0).retrying(sleep=sleeps)
+        )
+        with pytest.raises(ConnectionClosed) as info:
+            async for _ in client:
+                pass
+    assert info.value.reason == 1001
+    assert client.close_reason == 1001
+    assert client.attempts == 3
+
+
+@pytest.mark.parametrize(("error", "retried"), [(TimeoutError, True), (KeyError, False)])
+async def test_on_connect_errors_are_classified_like_opening_errors(error, retried):
+    calls = []
+    sleeps = Sleeps()
+
+    async def on_connect(ws):
+        calls.append(ws)
+        if len(calls) == 1:
+            raise error("hook failed")
+
+    async with simple_websocket.serve(lambda ws: ws.wait_closed()) as server:
+        client = AioClient.connect(
+            server.url,
+            reconnect=Backoff(jitter=0).retrying(sleep=sleeps),
+            on_connect=on_connect,
+        )
+        if retried:
+            await client
+            assert len(calls) == 2 and client.state == "open"
+            assert calls[0].close_reason == 1011
+            await client.close()
+        else:
+            with pytest.raises(KeyError):
+                await client
+            assert len(calls) == 1
+
+
+async def test_cancelling_start_stops_the_client():
+    waiting = asyncio.Event()
+    policy = AsyncRetrying(wait=wait_fixed(30), before_sleep=lambda s: waiting.set())
+    client = AioClient.connect(f"ws://127.0.0.1:{free_port()}/", reconnect=policy)
+    start = asyncio.create_task(client.start())
+    await asyncio.wait_for(waiting.wait(), 5)
+    start.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await start
+    await asyncio.wait({client._task}, timeout=5)
+    assert client._task.done()
+    assert client.state == "closed"

@@ -73,9 +73,14 @@ class TypedChannel(Generic[R]):
         on_invalid: What happens to a message that fails decoding: ``"raise"``
             (``receive`` raises :class:`DecodeError`; the connection stays open and
             the next call receives the next message), ``"skip"`` (logged at
-            WARNING on the ``simple_websocket`` logger and skipped), or a callable
-            that gets the :class:`DecodeError` (the message is then skipped).
+            WARNING on the ``simple_websocket`` logger and skipped), or a plain
+            (not async) callable that gets the :class:`DecodeError` (the message
+            is then skipped).
         id_field: The correlation field of :meth:`request`.
+        max_inbox: Messages buffered for ``receive()`` while requests read ahead
+            looking for their responses (1024 by default). When it is full, reading
+            waits for ``receive()`` or iteration to take some, so a request whose
+            response is behind more than ``max_inbox`` unconsumed messages times out.
     """
 
     def __init__(
@@ -97,7 +102,7 @@ class TypedChannel(Generic[R]):
         self.send_codec = send_codec
         self.on_invalid = on_invalid
         self.id_field = id_field
-        self.max_inbox = max_inbox or int(getattr(ws, "max_queue", 16))
+        self.max_inbox = max_inbox or 1024
         # Decoded messages (or their DecodeError) not yet returned, oldest first.
         self._inbox: deque[tuple[bool, Any]] = deque()
         self._pending: dict[str, asyncio.Future[Any]] = {}
@@ -283,6 +288,11 @@ class TypedChannel(Generic[R]):
         if isinstance(message, dict):
             return {**message, field: new_id}, new_id
         if isinstance(message, BaseModel):
+            if field not in type(message).model_fields:
+                raise TypeError(
+                    f"{type(message).__name__} has no field {field!r} to correlate a "
+                    "response with; add one or choose another id_field"
+                )
             data = message.model_dump()
             for candidate in (new_id, str(new_id)):
                 try:
@@ -369,6 +379,7 @@ def typed(
     on_invalid: InvalidPolicy = "raise",
     id_field: str = "id",
     binary: bool = False,
+    max_inbox: int | None = None,
 ) -> TypedChannel[Any]:
     """Wrap ``ws`` in a :class:`TypedChannel`.
 
@@ -383,9 +394,19 @@ def typed(
         on_invalid: ``"raise"``, ``"skip"`` or a callable; see :class:`TypedChannel`.
         id_field: The correlation field used by :meth:`TypedChannel.request`.
         binary: Send JSON in binary frames instead of text frames.
+        max_inbox: See :class:`TypedChannel`.
     """
     if codec is not None:
-        return TypedChannel(ws, codec, codec, on_invalid=on_invalid, id_field=id_field)
+        return TypedChannel(
+            ws, codec, codec, on_invalid=on_invalid, id_field=id_field, max_inbox=max_inbox
+        )
     receive_codec: Codec = PydanticCodec(receive_type, binary=binary)
     send_codec: Codec = PydanticCodec(Any if send is None else send, binary=binary)
-    return TypedChannel(ws, receive_codec, send_codec, on_invalid=on_invalid, id_field=id_field)
+    return TypedChannel(
+        ws,
+        receive_codec,
+        send_codec,
+        on_invalid=on_invalid,
+        id_field=id_field,
+        max_inbox=max_inbox,
+    )

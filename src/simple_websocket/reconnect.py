@@ -63,10 +63,11 @@ __all__ = [
 
 logger = logging.getLogger("simple_websocket")
 
-#: Close codes after which a client reconnects by default.
 RETRYABLE_CLOSE_CODES = frozenset({1001, 1006, 1011, 1012, 1013, 1014})
-#: Close codes after which a client gives up by default.
+"""Close codes after which a client reconnects by default."""
+
 FATAL_CLOSE_CODES = frozenset({1002, 1003, 1007, 1008, 1009, 1010})
+"""Close codes after which a client gives up by default (as on any code not retryable)."""
 
 
 class OutboxFull(SimpleWebsocketError):
@@ -112,7 +113,7 @@ def is_retryable(exc: BaseException) -> bool:
     every other close code (1000 ends the iteration quietly; see :func:`connections`).
     """
     if isinstance(exc, ConnectionClosed):
-        return exc.reason in RETRYABLE_CLOSE_CODES
+        return exc.reason not in FATAL_CLOSE_CODES and exc.reason in RETRYABLE_CLOSE_CODES
     if isinstance(exc, HandshakeRejected):
         status = exc.status_code or 0
         return status >= 500 or status == 429
@@ -177,7 +178,8 @@ class Backoff:
         jitter: Fraction (0 to 1) of each wait taken off at random, so that many
             clients do not reconnect in step.
         max_attempts: Give up after this many consecutive failed attempts.
-        max_elapsed: Give up when this many seconds passed since the first failure.
+        max_elapsed: Give up when this many seconds passed since the first attempt
+            of the current series (a healthy connection starts a new series).
         healthy_after: A connection that stayed open this long resets the schedule.
         retry_if: Which exceptions are retried (default :func:`is_retryable`).
         seed: Seeds the jitter's random generator (for reproducible schedules).
@@ -358,9 +360,9 @@ class ReconnectingClient:
         self.dropped = 0
         self.connection: Any = None
         self._outbox: deque[Any] = deque()
+        self._flush_lock = asyncio.Lock()
         # Earlier connections whose buffered messages were not all received yet.
         self._previous: deque[Any] = deque()
-        self._flushing = False
         self._changed: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
@@ -397,20 +399,37 @@ class ReconnectingClient:
         """
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
-        while not self._opened:
-            if self.state == "closed":
-                if self._error is not None:
-                    raise self._error
-                raise ConnectionClosed(self.close_reason, self.close_message)
-            await self._wait_change()
+        try:
+            while not self._opened:
+                if self.state == "closed":
+                    raise self._final_error()
+                await self._wait_change()
+        except asyncio.CancelledError:
+            if not self._opened:
+                # Nobody is waiting for this client any more: stop connecting.
+                self._closing = True
+                self._task.cancel()
+            raise
         return self
 
     def __await__(self) -> Any:
         return self.start().__await__()
 
     async def _open_counted(self) -> Any:
+        """One attempt: open a connection and run ``on_connect`` on it.
+
+        An exception from ``on_connect`` fails the attempt like a failed opening:
+        the retry policy classifies it (a ``TimeoutError`` or a retryable close is
+        retried; a bug in the hook is not).
+        """
         self.attempts += 1
-        return await self._open()
+        ws = await self._open()
+        try:
+            await _call(self.on_connect, ws)
+        except BaseException:
+            await ws.close(1011, "on_connect failed")
+            raise
+        return ws
 
     async def _run(self) -> None:
         first = True
@@ -431,6 +450,10 @@ class ReconnectingClient:
         except BaseException as exc:
             logger.error("giving up reconnecting after %d attempts: %s", self.attempts, exc)
             self._error = exc
+            if isinstance(exc, ConnectionClosed):
+                self.close_reason, self.close_message = exc.reason, exc.message
+            else:
+                self.close_reason, self.close_message = 1006, str(exc) or None
         finally:
             ws = self.connection
             if ws is not None and self._error is None:
@@ -440,14 +463,13 @@ class ReconnectingClient:
             self._notify()
 
     async def _serve(self, ws: _Conn, first: bool) -> None:
-        """Run one connection: on_connect, flush the outbox, wait until it ends."""
+        """Run one connection (``on_connect`` already ran): flush the outbox, wait."""
         if self.connection is not None:
             self._previous.append(self.connection)
         self.connection = ws
         if not first:
             self.reconnects += 1
         try:
-            await _call(self.on_connect, ws)
             await self._flush(ws)
         except ConnectionClosed:
             pass
@@ -465,14 +487,16 @@ class ReconnectingClient:
         await _call(self.on_disconnect, ConnectionClosed(ws.close_reason, ws.close_message))
 
     async def _flush(self, ws: _Conn) -> None:
-        self._flushing = True
-        try:
+        """Send the outbox in order; one flush at a time, each message once."""
+        async with self._flush_lock:
             while self._outbox:
                 await ws.send(self._outbox[0])
                 self._outbox.popleft()
                 self._notify()
-        finally:
-            self._flushing = False
+
+    @property
+    def _flushing(self) -> bool:
+        return self._flush_lock.locked()
 
     # -- the connection interface ----------------------------------------------------
 
@@ -507,7 +531,9 @@ class ReconnectingClient:
         Raises:
             OutboxFull: The connection is down, the outbox is full and the policy
                 is ``"raise"``.
-            ConnectionClosed: The client was closed or gave up.
+            ConnectionClosed: The client was closed.
+            Exception: The client gave up reconnecting: the error that made it give
+                up.
         """
         if self.state == "closed" or self._closing:
             raise self._final_error()
@@ -580,11 +606,16 @@ class ReconnectingClient:
         return self
 
     async def __anext__(self) -> Any:
-        """Next message; ends quietly after :meth:`close` or a normal end."""
+        """Next message, across reconnects.
+
+        Ends quietly after :meth:`close` or when the server closed with 1000 or
+        1001 and the client did not reconnect; raises the error when the client
+        gave up reconnecting.
+        """
         try:
             return await self.receive()
         except ConnectionClosed as exc:
-            if self._closing or exc.reason in (1000, 1001):
+            if self._error is None and (self._closing or exc.reason in (1000, 1001)):
                 raise StopAsyncIteration from None
             raise
 
