@@ -280,3 +280,12 @@ def test_reject_response():
     assert b"Upgrade: websocket" in head
     assert b"Content-Length: 15" in head
     assert body == b"upgrade please\n"
+
+
+def test_response_with_its_own_content_type():
+    data = build_reject_response(200, "<p>hi</p>", [("Content-Type", "text/html")])
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    assert b"text/plain" not in head
+    assert b"Content-Type: text/html" in head
+    assert body == b"<p>hi</p>"

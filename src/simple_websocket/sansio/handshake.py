@@ -341,6 +341,7 @@ def build_accept_response(
 
 
 _REASONS = {
+    200: "OK",
     400: "Bad Request",
     401: "Unauthorized",
     429: "Too Many Requests",
@@ -356,14 +357,16 @@ _REASONS = {
 def build_reject_response(
     status: int, body: str = "", extra_headers: Sequence[tuple[str, str]] = ()
 ) -> bytes:
-    """Return the bytes of a plain-text HTTP error response that closes the connection."""
+    """Return the bytes of an HTTP response that closes the connection.
+
+    The body is sent as ``text/plain`` unless ``extra_headers`` has a
+    ``Content-Type``.
+    """
     payload = body.encode("utf-8")
-    lines = [
-        f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}",
-        "Content-Type: text/plain; charset=utf-8",
-        f"Content-Length: {len(payload)}",
-        "Connection: close",
-    ]
+    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}"]
+    if not any(name.lower() == "content-type" for name, _ in extra_headers):
+        lines.append("Content-Type: text/plain; charset=utf-8")
+    lines += [f"Content-Length: {len(payload)}", "Connection: close"]
     if status == 426:
         lines += ["Upgrade: websocket", "Sec-WebSocket-Version: 13"]
     lines.extend(f"{name}: {value}" for name, value in extra_headers)
