@@ -120,3 +120,16 @@ async def test_factory_makes_independent_servers(ws_server_factory):
 async def test_wait_until_times_out(ws_server):
     with pytest.raises(TimeoutError):
         await ws_server.wait_for_messages(1, timeout=0.01)
+
+
+async def test_the_documented_example(ws_server):
+    from simple_websocket import Backoff
+
+    client = await AioClient.connect(ws_server.url, reconnect=Backoff(initial=0.01))
+    await client.send("before")
+    await ws_server.wait_for_messages(1)
+    await ws_server.restart()  # same port; connections get 1001
+    await client.send("after")  # kept in the outbox if needed
+    await ws_server.wait_for_messages(2)
+    assert ws_server.received == ["before", "after"]
+    await client.close()
