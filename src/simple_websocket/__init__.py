@@ -27,6 +27,7 @@ from .errors import (
 from .integrations.asgi import ASGIConnection
 from .sansio.handshake import HandshakeRequest, HTTPResponse
 from .sansio.protocol import CloseCode
+from .ws import Client, Server
 
 if TYPE_CHECKING:  # pragma: no cover
     from .channels import TypedChannel
@@ -55,9 +56,10 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-# The six names of simple-websocket 1.1 first (its sync Server and Client are not
-# ported yet), then the new ones.
+# The six names of simple-websocket 1.1 first, then the new ones.
 __all__ = [  # noqa: RUF022
+    "Server",
+    "Client",
     "AioClient",
     "AioServer",
     "ConnectionClosed",

@@ -1,0 +1,779 @@
+"""The threaded engine: one WebSocket connection over a blocking socket.
+
+:class:`BaseConnection` holds what every synchronous connection shares: the bounded
+queue of received messages, ``receive(timeout)``, iteration and the context manager
+protocol. :class:`Connection` drives the sans-I/O core
+(:class:`simple_websocket.sansio.Protocol`) from a socket with one background thread
+per connection, the reader. It reads, parses, answers pings and close frames, sends
+the keepalive pings and closes the socket at the end; ``send()`` writes from the
+caller's thread.
+
+The semantics are those of the asyncio engine (:mod:`simple_websocket.asyncio`):
+peer close frames are answered, ``close()`` waits for the closing handshake up to
+``close_timeout``, protocol errors fail the connection with the right close code,
+buffered messages are delivered before ``ConnectionClosed``, and the reader stops
+reading while ``max_queue`` messages are unread (read backpressure).
+
+The thread, event and selector classes are injectable (``thread_class``,
+``event_class``, ``selector_class``) so the engine runs on eventlet or gevent as
+simple-websocket 1.1 did. Locks are only held for short, non-blocking sections:
+nothing waits on I/O while holding one, so the engine also works with green threads
+on an unpatched standard library.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import selectors
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from types import TracebackType
+from typing import Any, Self
+from typing import Protocol as TypingProtocol
+
+from wsproto.extensions import Extension
+
+from ..errors import ConnectionClosed
+from ..sansio.protocol import CloseCode, Protocol, State
+
+__all__ = [
+    "BaseConnection",
+    "Connection",
+    "EventFactory",
+    "EventLike",
+    "Message",
+    "SelectorFactory",
+    "ThreadFactory",
+]
+
+logger = logging.getLogger("simple_websocket")
+
+#: A WebSocket message: ``str`` for a text message, ``bytes`` for a binary one.
+Message = str | bytes
+
+
+class EventLike(TypingProtocol):
+    """What the engine needs from an event (``threading.Event`` and its green twins)."""
+
+    def set(self) -> None: ...  # noqa: D102
+
+    def clear(self) -> None: ...  # noqa: D102
+
+    def is_set(self) -> bool: ...  # noqa: D102
+
+    def wait(self, timeout: float | None = None) -> Any: ...  # noqa: D102
+
+
+class ThreadLike(TypingProtocol):
+    """What the engine needs from a thread: it is started once and never joined."""
+
+    def start(self) -> None: ...
+
+
+#: Called as ``thread_class(target=function)``, like ``threading.Thread``.
+ThreadFactory = Callable[..., ThreadLike]
+#: Called with no arguments, like ``selectors.DefaultSelector``.
+SelectorFactory = Callable[[], selectors.BaseSelector]
+EventFactory = Callable[[], EventLike]
+
+
+class BaseConnection:
+    """What every synchronous WebSocket connection offers.
+
+    Attributes:
+        subprotocol: The negotiated subprotocol, or ``None``.
+        connected: ``True`` while the connection is open; ``False`` once a close was
+            started by either side or the connection was lost.
+        receive_bytes: How many bytes the reader asks the socket for at a time.
+        ping_interval: Seconds between keepalive pings, or ``None``.
+        ping_timeout: Seconds to wait for a pong before failing the connection with
+            close code 1011 (``None``: until the next ping is due).
+        max_message_size: The largest message accepted, in bytes, or ``None``.
+        close_timeout: Seconds ``close()`` waits for the closing handshake.
+        max_queue: Received messages buffered before the reader stops reading.
+        close_reason: The close code once the connection is closed (1005 before).
+        close_message: The close reason text once closed, or ``None``.
+    """
+
+    def __init__(
+        self,
+        *,
+        receive_bytes: int = 4096,
+        ping_interval: float | None = None,
+        ping_timeout: float | None = None,
+        max_message_size: int | None = None,
+        close_timeout: float = 5.0,
+        max_queue: int = 16,
+        event_class: EventFactory | None = None,
+    ) -> None:
+        if max_queue < 1:
+            raise ValueError("max_queue must be at least 1")
+        self.subprotocol: str | None = None
+        self.connected = False
+        self.receive_bytes = receive_bytes
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.max_message_size = max_message_size
+        self.close_timeout = close_timeout
+        self.max_queue = max_queue
+        self.close_reason: int = CloseCode.NO_STATUS_RCVD
+        self.close_message: str | None = None
+        self._event_class: EventFactory = event_class or _default_event
+        # Guards every field shared with the reader thread; held only briefly.
+        self._lock = threading.Lock()
+        self._messages: deque[Message] = deque()
+        # Set whenever a message arrives or the connection finishes.
+        self._message_event = self._event_class()
+        # True once no further message can arrive (close frame received, connection
+        # failed or lost).
+        self._finished = False
+        # True once the user called close().
+        self._close_called = False
+        self._read_paused = False
+
+    # -- to be provided by subclasses ---------------------------------------------
+
+    def send(self, data: Any) -> None:
+        """Send a message: bytes-like data as binary, anything else as text.
+
+        Raises:
+            ConnectionClosed: The connection is closing or closed.
+        """
+        raise NotImplementedError
+
+    def close(self, reason: int | None = None, message: str | None = None) -> None:
+        """Close the connection; see the concrete class."""
+        raise NotImplementedError
+
+    def _resume_reading(self) -> None:
+        """Take data from the network again (called without the lock)."""
+
+    # -- receiving -----------------------------------------------------------------
+
+    def _deliver_locked(self, messages: Sequence[Message]) -> None:
+        """Queue received messages (the lock is held); pause reading when full."""
+        self._messages.extend(messages)
+        # Once close() was called, reading must go on: the peer's close frame may be
+        # behind the messages (see close()).
+        if (
+            not self._read_paused
+            and not self._close_called
+            and len(self._messages) >= self.max_queue
+        ):
+            self._read_paused = True
+
+    def _finish_locked(self, code: int, reason: str | None) -> bool:
+        """Record that no more messages will arrive, and why (the lock is held)."""
+        if self._finished:
+            return False
+        self._finished = True
+        self.connected = False
+        self.close_reason = code
+        self.close_message = reason
+        return True
+
+    def _closed_exception(self) -> ConnectionClosed:
+        return ConnectionClosed(self.close_reason, self.close_message)
+
+    def receive(self, timeout: float | None = None) -> Message | None:
+        """Receive the next message.
+
+        Args:
+            timeout: Seconds to wait; ``None`` waits as long as it takes, ``0`` only
+                returns a message that is already buffered.
+
+        Returns:
+            The message (``str`` or ``bytes``), or ``None`` if ``timeout`` passed.
+
+        Raises:
+            ConnectionClosed: The connection is closed and every message received
+                before the close was already returned.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        event = self._message_event
+        while True:
+            with self._lock:
+                messages = self._messages
+                if messages:
+                    message = messages.popleft()
+                    resume = self._read_paused and len(messages) <= self.max_queue // 4
+                    if resume:
+                        self._read_paused = False
+                    break
+                if self._finished:
+                    raise self._closed_exception()
+                event.clear()
+            if deadline is None:
+                event.wait()
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            event.wait(remaining)
+        if resume:
+            self._resume_reading()
+        return message
+
+    @property
+    def close_requested(self) -> bool:
+        """``True`` once ``close()`` was called on this side."""
+        return self._close_called
+
+    # -- iteration and context management ----------------------------------------
+
+    def __iter__(self) -> Iterator[Message]:
+        return self
+
+    def __next__(self) -> Message:
+        """Return the next message.
+
+        Iteration ends quietly when the connection closes normally (1000 or 1001,
+        or after ``close()`` was called) and raises ``ConnectionClosed`` otherwise.
+        """
+        try:
+            message = self.receive()
+        except ConnectionClosed as exc:
+            if exc.reason in (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY) or (
+                self._close_called
+            ):
+                raise StopIteration from None
+            raise
+        assert message is not None
+        return message
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close with 1000, or with 1011 when the block raised."""
+        if exc_type is None:
+            self.close()
+        else:
+            self.close(CloseCode.INTERNAL_ERROR, "Unexpected error")
+
+
+def _default_event() -> EventLike:
+    # Looked up on each call, so that eventlet's or gevent's monkey patching,
+    # applied after this module was imported, is honoured.
+    return threading.Event()
+
+
+class _Writer:
+    """One thread waiting for its bytes to be written by another."""
+
+    __slots__ = ("event", "seq")
+
+    def __init__(self, seq: int, event: EventLike) -> None:
+        self.seq = seq
+        self.event = event
+
+
+class Connection(BaseConnection):
+    """A WebSocket connection driven by the sans-I/O core over a blocking socket.
+
+    Instances are created by the client and server entry points
+    (``Client.connect``, ``Server.accept``) and attached to a socket once the
+    opening handshake succeeded; attaching starts the reader thread.
+
+    Writing: every frame, from ``send()`` in any thread or from the reader (pongs,
+    the close answer, keepalive pings), is appended to one outgoing buffer in the
+    order the core produced it, and whichever thread finds no write in progress
+    writes the buffer. ``send()`` returns once its frame was written, so a peer that
+    does not read blocks the senders (write backpressure), while the reader never
+    waits for another thread's write.
+
+    Attributes:
+        sock: The socket, once attached.
+        thread: The reader thread, once started.
+    """
+
+    _client = False
+
+    def __init__(
+        self,
+        *,
+        thread_class: ThreadFactory | None = None,
+        selector_class: SelectorFactory | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        self._thread_class = thread_class
+        self._selector_class = selector_class
+        self.sock: socket.socket | None = None
+        self.thread: Any = None
+        self._proto: Protocol | None = None
+        self._owns_socket = True
+        self._initial_data = b""
+        self._resume_event = self._event_class()
+        self._pong_event = self._event_class()
+        self._done = self._event_class()
+        # Outgoing bytes, in the order the core produced them; see the class doc.
+        self._outbuf: list[bytes] = []
+        self._out_seq = 0
+        self._written_seq = 0
+        self._writing = False
+        self._write_waiters: list[_Writer] = []
+        self._write_error: BaseException | None = None
+        self._next_ping = 0.0
+        # Client side, after the closing handshake: when to stop waiting for the
+        # server to close TCP (RFC 6455 7.1.1).
+        self._eof_deadline: float | None = None
+
+    # -- attaching -------------------------------------------------------------
+
+    def _attach(
+        self,
+        sock: socket.socket,
+        extensions: Sequence[Extension] = (),
+        subprotocol: str | None = None,
+        initial_data: bytes = b"",
+        *,
+        owns_socket: bool = True,
+    ) -> None:
+        """Start the connection on ``sock`` once the handshake is done.
+
+        Args:
+            sock: The connected socket; it is switched to blocking mode.
+            extensions: The extensions negotiated in the handshake.
+            subprotocol: The negotiated subprotocol.
+            initial_data: Bytes already read past the handshake (the first frames).
+            owns_socket: Close the socket at the end; ``False`` only shuts it down
+                (for sockets a WSGI server closes itself).
+        """
+        sock.settimeout(None)
+        self.sock = sock
+        self._owns_socket = owns_socket
+        self._proto = Protocol(
+            self._client,
+            extensions,
+            max_message_size=self.max_message_size,
+            clock=time.monotonic,
+        )
+        self.subprotocol = subprotocol
+        self.connected = True
+        self._initial_data = initial_data
+        if self.ping_interval:
+            self._next_ping = time.monotonic() + self.ping_interval
+        if self._thread_class is None:
+            thread: Any = threading.Thread(
+                target=self._run, name="simple_websocket.reader", daemon=True
+            )
+        else:
+            thread = self._thread_class(target=self._run)
+        self.thread = thread
+        thread.start()
+
+    @property
+    def latency(self) -> float | None:
+        """Round-trip time of the last answered ping in seconds, or ``None``."""
+        return self._proto.latency if self._proto is not None else None
+
+    @property
+    def local_address(self) -> Any:
+        """The local socket address, as ``socket.getsockname()``."""
+        with contextlib.suppress(OSError):
+            return self.sock.getsockname() if self.sock is not None else None
+        return None
+
+    @property
+    def remote_address(self) -> Any:
+        """The peer's socket address, as ``socket.getpeername()``."""
+        with contextlib.suppress(OSError):
+            return self.sock.getpeername() if self.sock is not None else None
+        return None
+
+    # -- the reader thread ---------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._read_loop()
+        except Exception:  # pragma: no cover - a bug, not a network condition
+            logger.exception("simple_websocket reader thread failed")
+        finally:
+            self._shutdown()
+
+    def _read_loop(self) -> None:
+        proto = self._proto
+        sock = self.sock
+        assert proto is not None and sock is not None
+        if self._initial_data:
+            data, self._initial_data = self._initial_data, b""
+            self._process(data)
+        selector: selectors.BaseSelector | None = None
+        try:
+            while True:
+                with self._lock:
+                    state = proto.state
+                    paused = self._read_paused
+                    if paused:
+                        self._resume_event.clear()
+                    stalled = proto.stalled
+                timeout: float | None
+                if state is State.CLOSED:
+                    if self._eof_deadline is None:
+                        return
+                    timeout = self._eof_deadline - time.monotonic()
+                    if timeout <= 0:
+                        return
+                else:
+                    timeout = self._keepalive()
+                    if proto.state is State.CLOSED:
+                        continue
+                if paused:
+                    self._resume_event.wait(timeout)
+                    continue
+                if stalled:
+                    # Bytes received earlier and left unparsed while reading paused.
+                    self._process(b"")
+                    continue
+                if timeout is not None and not _tls_pending(sock):
+                    try:
+                        if selector is None:
+                            selector = (self._selector_class or selectors.DefaultSelector)()
+                            selector.register(sock, selectors.EVENT_READ)
+                        if not selector.select(timeout):
+                            continue
+                    except (OSError, ValueError):  # the socket is gone
+                        return
+                try:
+                    data = sock.recv(max(self.receive_bytes, 1))
+                except OSError:
+                    return
+                if not data:
+                    return
+                self._process(data)
+        finally:
+            if selector is not None:
+                with contextlib.suppress(Exception):
+                    selector.close()
+
+    def _process(self, data: bytes) -> None:
+        """Feed ``data`` to the core; deliver messages and write what it answers."""
+        proto = self._proto
+        assert proto is not None
+        with self._lock:
+            # Parse no more messages than the queue has room for: the rest of the
+            # bytes wait in the core while reading is paused (one read of compressed
+            # data can hold thousands of messages). After close() the peer's close
+            # frame must be found, so everything is parsed.
+            room = None if self._close_called else max(1, self.max_queue - len(self._messages))
+            messages = proto.receive_data(data, room)
+            if messages:
+                self._deliver_locked(messages)
+            pongs = bool(proto.take_pongs())
+            out = proto.data_to_send()
+            if out:
+                self._enqueue_locked(out)
+            closed = proto.state is State.CLOSED and self._on_closed_locked()
+        if messages or closed:
+            self._message_event.set()
+        if pongs or closed:
+            self._pong_event.set()
+        if out:
+            self._flush()
+
+    def _on_closed_locked(self) -> bool:
+        """The closing handshake completed or the connection failed (lock held)."""
+        proto = self._proto
+        assert proto is not None
+        if not self._finish_locked(
+            proto.close_code or CloseCode.ABNORMAL_CLOSURE, proto.close_reason
+        ):
+            return False
+        if self._client and not proto.failed:
+            # RFC 6455 7.1.1: the server closes TCP first; give it close_timeout.
+            self._eof_deadline = time.monotonic() + self.close_timeout
+        return True
+
+    def _keepalive(self) -> float | None:
+        """Send a ping every ``ping_interval``; fail if one waits over ``ping_timeout``.
+
+        Returns:
+            Seconds until the next keepalive check, or ``None`` without keepalive.
+        """
+        interval = self.ping_interval
+        proto = self._proto
+        if not interval or proto is None:
+            return None
+        timeout = self.ping_timeout if self.ping_timeout is not None else interval
+        now = time.monotonic()
+        sent = False
+        with self._lock:
+            if proto.state is not State.OPEN:
+                return None
+            oldest = proto.oldest_unanswered_ping
+            age = 0.0 if oldest is None else now - oldest
+            expired = oldest is not None and age >= timeout - 1e-9
+            when = self._next_ping
+            if not expired:
+                if now >= self._next_ping - 1e-9:
+                    _, frame = proto.ping()
+                    self._enqueue_locked(frame)
+                    self._next_ping = now + interval
+                    sent = True
+                # Wake up for the next ping, or when the oldest ping's pong is overdue.
+                when = self._next_ping
+                oldest = proto.oldest_unanswered_ping
+                if oldest is not None:
+                    when = min(when, oldest + timeout)
+        if expired:
+            logger.info("keepalive ping timeout after %.3f s; failing the connection", age)
+            self._fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+            return None
+        if sent:
+            self._flush()
+        return max(0.0, when - time.monotonic())
+
+    def _fail(self, code: int, reason: str | None = None) -> None:
+        """Fail the connection: send a close frame with ``code`` and close TCP."""
+        proto = self._proto
+        if proto is None:
+            return
+        with self._lock:
+            if proto.state is State.CLOSED:
+                return
+            proto.fail(code, reason)
+            out = proto.data_to_send()
+            if out:
+                self._enqueue_locked(out)
+            closed = self._on_closed_locked()
+        if closed:
+            self._message_event.set()
+            self._pong_event.set()
+        if out:
+            self._flush()
+
+    def _shutdown(self) -> None:
+        """End of the reader: record the end, write what is left, close the socket."""
+        proto = self._proto
+        sock = self.sock
+        assert proto is not None and sock is not None
+        with self._lock:
+            if proto.stalled:
+                # Messages that arrived before the end are still delivered.
+                messages = proto.receive_data(b"")
+                if messages:
+                    self._messages.extend(messages)
+            proto.connection_lost()
+            out = proto.data_to_send()
+            if out:
+                self._enqueue_locked(out)
+            self._finish_locked(proto.close_code or CloseCode.ABNORMAL_CLOSURE, proto.close_reason)
+            self._read_paused = False
+        self._message_event.set()
+        self._pong_event.set()
+        # The close frame (or its answer) goes out before TCP is closed; a writer
+        # blocked on a peer that does not read is released by close()'s abort.
+        self._flush(wait=True)
+        with self._lock:
+            if self._write_error is None:
+                self._write_error = ConnectionClosed(
+                    proto.close_code or CloseCode.ABNORMAL_CLOSURE, proto.close_reason
+                )
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        if self._owns_socket:
+            with contextlib.suppress(OSError):
+                sock.close()
+        self._done.set()
+
+    def _resume_reading(self) -> None:
+        self._resume_event.set()
+
+    # -- writing ---------------------------------------------------------------------
+
+    def _enqueue_locked(self, data: bytes) -> int:
+        """Append ``data`` to the outgoing buffer (lock held); return its number."""
+        self._outbuf.append(data)
+        self._out_seq += 1
+        return self._out_seq
+
+    def _flush(self, seq: int | None = None, wait: bool = False) -> bool:
+        """Write the outgoing buffer, or leave it to the thread already writing.
+
+        Args:
+            seq: With ``wait``, return once the bytes numbered ``seq`` (default: all
+                queued so far) were written.
+            wait: Wait for another thread's write in progress instead of returning.
+
+        Returns:
+            ``False`` when writing failed (the connection is lost or closed).
+        """
+        with self._lock:
+            if self._write_error is not None:
+                return False
+            if self._writing:
+                if not wait:
+                    return True
+                target = self._out_seq if seq is None else seq
+                if self._written_seq >= target:
+                    return True
+                waiter = _Writer(target, self._event_class())
+                self._write_waiters.append(waiter)
+            else:
+                self._writing = True
+                waiter = None
+        if waiter is None:
+            return self._write_loop()
+        waiter.event.wait()
+        with self._lock:
+            return self._written_seq >= waiter.seq
+
+    def _write_loop(self) -> bool:
+        sock = self.sock
+        assert sock is not None
+        while True:
+            with self._lock:
+                if not self._outbuf or self._write_error is not None:
+                    self._writing = False
+                    failed = self._write_error is not None
+                    waiters, self._write_waiters = self._write_waiters, []
+                    break
+                chunk = self._outbuf[0] if len(self._outbuf) == 1 else b"".join(self._outbuf)
+                self._outbuf.clear()
+                seq = self._out_seq
+            try:
+                sock.sendall(chunk)
+            except OSError as exc:
+                with self._lock:
+                    if self._write_error is None:
+                        self._write_error = exc
+                    self._outbuf.clear()
+                # The reader sees the socket end and records the loss.
+                self._abort()
+                continue
+            with self._lock:
+                self._written_seq = seq
+                ready = [w for w in self._write_waiters if w.seq <= seq]
+                if ready:
+                    self._write_waiters = [w for w in self._write_waiters if w.seq > seq]
+            for w in ready:
+                w.event.set()
+        for w in waiters:
+            w.event.set()
+        return not failed
+
+    def _abort(self) -> None:
+        """Shut the socket down: blocked reads and writes return at once."""
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
+
+    # -- the user's side -------------------------------------------------------------
+
+    def send(self, data: Any) -> None:
+        """Send a message: bytes-like data as binary, anything else as text.
+
+        Calls from several threads are serialised: each message is written whole,
+        in the order of the calls. ``send`` returns once the message was handed to
+        the socket; when the peer does not read, it blocks (write backpressure).
+
+        Raises:
+            ConnectionClosed: The connection is closing or closed.
+        """
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            data = data if isinstance(data, str) else str(data)
+        with self._lock:
+            proto = self._proto
+            if proto is None or proto.state is not State.OPEN or self._close_called:
+                raise self._send_closed_error()
+            seq = self._enqueue_locked(proto.send(data))
+        if not self._flush(seq, wait=True):
+            raise self._send_closed_error()
+
+    def _send_closed_error(self) -> ConnectionClosed:
+        proto = self._proto
+        if proto is not None and proto.close_code is not None:
+            return ConnectionClosed(proto.close_code, proto.close_reason)
+        if self._write_error is not None and not self._finished:
+            return ConnectionClosed(CloseCode.ABNORMAL_CLOSURE, None)
+        return self._closed_exception()
+
+    def ping(self, data: bytes | None = None) -> float:
+        """Send a ping and wait for its pong.
+
+        Returns:
+            The round-trip time in seconds.
+
+        Raises:
+            ConnectionClosed: The connection closed before the pong arrived.
+        """
+        proto = self._proto
+        with self._lock:
+            if proto is None or proto.state is not State.OPEN:
+                raise self._send_closed_error()
+            # Taken before the core records its own send time, so that the result
+            # is never below ``latency``.
+            sent = time.monotonic()
+            payload, frame = proto.ping(data)
+            seq = self._enqueue_locked(frame)
+        self._flush(seq, wait=True)
+        while True:
+            with self._lock:
+                if payload not in proto._pings:
+                    return time.monotonic() - sent
+                if self._finished:
+                    raise self._closed_exception()
+                self._pong_event.clear()
+            self._pong_event.wait()
+
+    def close(self, reason: int | None = None, message: str | None = None) -> None:
+        """Close the connection.
+
+        Sends a close frame (code ``reason``, 1000 by default, and ``message``),
+        waits up to ``close_timeout`` for the peer's close frame and for TCP to
+        close, then shuts the socket down if it is still open. Calling it again, or
+        after the peer closed, is a no-op that waits for the same end.
+        """
+        proto = self._proto
+        seq = None
+        with self._lock:
+            self._close_called = True
+            self.connected = False
+            if proto is None:
+                return
+            resume = self._read_paused
+            # The peer's close frame may wait behind messages nobody will receive.
+            self._read_paused = False
+            if proto.state is State.OPEN:
+                frame = proto.close(reason or CloseCode.NORMAL_CLOSURE, message)
+                if frame:
+                    seq = self._enqueue_locked(frame)
+        if resume:
+            self._resume_event.set()
+        if seq is not None:
+            # Do not wait behind a write in progress: the deadline below covers it.
+            self._flush()
+        if not self._done.wait(self.close_timeout):
+            self._abort()
+            self._done.wait(self.close_timeout)
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """Wait until the socket is closed, without starting a close.
+
+        Returns:
+            ``True`` once closed, ``False`` if ``timeout`` passed first.
+        """
+        if self._proto is None:
+            return True
+        return bool(self._done.wait(timeout))
+
+
+def _tls_pending(sock: Any) -> bool:
+    """``True`` when a TLS socket holds decrypted bytes a selector cannot see."""
+    pending = getattr(sock, "pending", None)
+    if pending is None:
+        return False
+    try:
+        return bool(pending())
+    except (OSError, ValueError):
+        return False
