@@ -12,6 +12,7 @@ from typing import Any, Generic, Self, TypeVar
 
 from ..errors import ConnectionClosed, HandshakeError
 from ..sansio.handshake import (
+    MAX_HEAD_SIZE,
     HandshakeRequest,
     HTTPResponse,
     accept_request,
@@ -23,7 +24,14 @@ from ..sansio.handshake import (
 from ..sansio.protocol import CloseCode
 from .connection import Connection, StreamProtocol
 
-__all__ = ["HTTPResponse", "ServerConnection", "WebSocketServer", "accept_socket", "serve"]
+__all__ = [
+    "HTTPResponse",
+    "ServerConnection",
+    "WebSocketServer",
+    "accept_socket",
+    "check_origin",
+    "serve",
+]
 
 logger = logging.getLogger("simple_websocket")
 
@@ -102,6 +110,29 @@ async def accept_socket(
     protocol.attach(conn)
 
 
+def check_origin(request: HandshakeRequest, origins: Sequence[str | None] | None) -> None:
+    """Check the request's ``Origin`` header against an allow-list.
+
+    Args:
+        request: The client's upgrade request.
+        origins: The allowed ``Origin`` values, compared exactly (browsers send
+            ``scheme://host[:port]`` in lower case). ``None`` in the list allows
+            requests without an ``Origin`` header (clients that are not browsers).
+            ``origins=None`` allows everything.
+
+    Raises:
+        HandshakeError: With ``status_code`` 403 when the origin is not allowed.
+    """
+    if origins is None:
+        return
+    origin = request.header("Origin")
+    if origin not in origins:
+        raise HandshakeError(
+            "missing Origin header" if origin is None else f"origin {origin!r} is not allowed",
+            403,
+        )
+
+
 Handler = Callable[[Any], Awaitable[Any]]
 ProcessRequest = Callable[
     [HandshakeRequest], "HTTPResponse | Awaitable[HTTPResponse | None] | None"
@@ -134,6 +165,7 @@ class _ServerProtocol(StreamProtocol):
         assert self.transport is not None
         self.buffer += data
         try:
+            self._check_head_size()
             parsed = parse_request_head(self.buffer)
         except HandshakeError as exc:
             self._stop_timer()
@@ -153,6 +185,19 @@ class _ServerProtocol(StreamProtocol):
         self.on_handshake_data = self.buffer.extend
         task = asyncio.get_running_loop().create_task(self._process(request))
         self.server._track(task)
+
+    def _check_head_size(self) -> None:
+        """Refuse a request head larger than the server's ``max_head_size``.
+
+        Raises:
+            HandshakeError: With status 431.
+        """
+        limit = self.server.max_head_size
+        if limit >= MAX_HEAD_SIZE:
+            return  # parse_request_head enforces MAX_HEAD_SIZE itself
+        end = self.buffer.find(b"\r\n\r\n")
+        if (end < 0 and len(self.buffer) > limit) or end > limit:
+            raise HandshakeError("HTTP head too large", 431)
 
     async def _process(self, request: HandshakeRequest) -> None:
         assert self.transport is not None and self.server.process_request is not None
@@ -175,6 +220,16 @@ class _ServerProtocol(StreamProtocol):
 
     def _upgrade(self, request: HandshakeRequest) -> None:
         assert self.transport is not None
+        try:
+            check_origin(request, self.server.origins)
+        except HandshakeError as exc:
+            logger.info(
+                "rejected handshake from %s: %s",
+                self.transport.get_extra_info("peername"),
+                exc.detail,
+            )
+            reject(self.transport, exc)
+            return
         conn = self.server._new_connection()
         try:
             conn._answer_handshake(self.transport, request)
@@ -207,6 +262,20 @@ class WebSocketServer(Generic[C]):
 
     Use it as an async context manager (``async with serve(handler) as server``) or
     await it; :attr:`port` tells the bound port when ``port=0`` was asked.
+
+    Besides the options of :func:`simple_websocket.serve`, two limits protect the
+    opening handshake (both are also accepted by ``serve()``):
+
+    * ``origins``: the allowed ``Origin`` header values (``None`` in the list allows
+      requests without one). Any other origin is answered with ``403 Forbidden``.
+      The check runs after ``process_request``, so that hook can still serve pages.
+      ``None`` (the default) allows every origin.
+    * ``max_head_size``: the largest request head in bytes (at most, and by default,
+      ``MAX_HEAD_SIZE``, 16 KiB); a larger one is answered with ``431 Request Header
+      Fields Too Large``.
+
+    ``open_timeout`` bounds the whole opening handshake: the TLS handshake (with
+    ``ssl``) and then the upgrade request each get that long.
     """
 
     def __init__(
@@ -220,10 +289,21 @@ class WebSocketServer(Generic[C]):
         sock: socket.socket | None = None,
         ssl: Any = None,
         process_request: ProcessRequest | None = None,
+        origins: Sequence[str | None] | None = None,
+        max_head_size: int = MAX_HEAD_SIZE,
         **accept_options: Any,
     ) -> None:
+        if not 0 < max_head_size <= MAX_HEAD_SIZE:
+            raise ValueError(f"max_head_size must be between 1 and {MAX_HEAD_SIZE}")
+        if isinstance(origins, str):
+            raise TypeError("origins must be a list of origins, not a str")
         self.handler = handler
         self.process_request = process_request
+        #: The allowed ``Origin`` header values (``None`` in it: no header), or
+        #: ``None`` to allow every origin.
+        self.origins: list[str | None] | None = None if origins is None else list(origins)
+        #: The largest request head (request line and headers) accepted, in bytes.
+        self.max_head_size = max_head_size
         self.host = host
         self._port = port
         self.connection_class = connection_class
@@ -270,13 +350,23 @@ class WebSocketServer(Generic[C]):
         """Start listening (done by ``await`` and ``async with``)."""
         if self._server is None:
             loop = asyncio.get_running_loop()
+            # The TLS handshake happens before connection_made() starts the
+            # open_timeout timer: give it the same limit.
+            tls_timeout = self.open_timeout if self._ssl is not None else None
             if self._sock is not None:
                 self._server = await loop.create_server(
-                    lambda: _ServerProtocol(self), sock=self._sock, ssl=self._ssl
+                    lambda: _ServerProtocol(self),
+                    sock=self._sock,
+                    ssl=self._ssl,
+                    ssl_handshake_timeout=tls_timeout,
                 )
             else:
                 self._server = await loop.create_server(
-                    lambda: _ServerProtocol(self), self.host, self._port, ssl=self._ssl
+                    lambda: _ServerProtocol(self),
+                    self.host,
+                    self._port,
+                    ssl=self._ssl,
+                    ssl_handshake_timeout=tls_timeout,
                 )
         return self
 
