@@ -41,12 +41,6 @@ clients = pytest.mark.parametrize("target", CLIENT_TARGETS)
 
 # -- server side ---------------------------------------------------------------------
 
-_NO_HOST = pytest.mark.xfail(
-    strict=True,
-    reason="a request without Host is upgraded: validate_request() in "
-    "sansio/handshake.py checks Upgrade/Connection/Version/Key but not Host, which "
-    "RFC 6455 4.2.1 (item 2) requires and RFC 9112 3.2 answers with 400",
-)
 
 INVALID_REQUESTS: list[Any] = [
     pytest.param({"key": None}, (400,), id="missing-key"),
@@ -98,7 +92,7 @@ async def test_server_refuses_invalid_request(
 @pytest.mark.parametrize(
     "target",
     # aiohttp answers a request without Host with 400 itself.
-    [pytest.param(t, marks=_NO_HOST) if t != "aiohttp" else t for t in SERVER_TARGETS],
+    SERVER_TARGETS,
 )
 async def test_server_refuses_request_without_host(target: str) -> None:
     async with ServerTarget(target) as server:
@@ -108,25 +102,16 @@ async def test_server_refuses_request_without_host(target: str) -> None:
         response.writer.close()
 
 
-_HTTP10_AIOHTTP = pytest.mark.xfail(
-    strict=True,
-    reason="AioServer.accept(aiohttp=) upgrades an HTTP/1.0 request: "
-    "integrations/aiohttp.py (_aiohttp_request/accept_aiohttp) never looks at "
-    "request.version, and aiohttp itself lets it through (RFC 6455 4.1 needs HTTP/1.1)",
-)
-
-
 @pytest.mark.parametrize(
     ("target", "request_kw"),
     [
-        pytest.param(t, kw, id=f"{name}-{t}", marks=mark)
+        pytest.param(t, kw, id=f"{name}-{t}")
         for t in ("serve", "aiohttp")
         for name, kw in (
             ("post", {"method": "POST"}),
             ("put", {"method": "PUT"}),
             ("http-1.0", {"http": "HTTP/1.0"}),
         )
-        for mark in [_HTTP10_AIOHTTP if (t, name) == ("aiohttp", "http-1.0") else ()]
     ],
 )
 async def test_server_refuses_invalid_request_line(target: str, request_kw: dict[str, Any]) -> None:

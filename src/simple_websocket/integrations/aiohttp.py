@@ -68,9 +68,15 @@ def _check_handover(request: web.Request) -> None:
     would be consumed by aiohttp's HTTP parser and lost, so such a request is
     answered with 400 instead of a 101.
 
+    An HTTP/1.0 request is refused too: RFC 6455 needs HTTP/1.1, and aiohttp lets
+    one through.
+
     Raises:
-        HandshakeError: The ``Upgrade`` header lists ``websocket`` among others.
+        HandshakeError: The ``Upgrade`` header lists ``websocket`` among others, or
+            the request is not HTTP/1.1.
     """
+    if tuple(request.version) < (1, 1):
+        raise HandshakeError(f"unsupported HTTP version {request.version}", 400)
     upgrade = request.headers.get("Upgrade", "")
     tokens = [t.strip().lower() for t in upgrade.split(",")]
     if "websocket" in tokens and upgrade.strip().lower() != "websocket":

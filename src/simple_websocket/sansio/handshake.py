@@ -280,6 +280,8 @@ def validate_request(request: HandshakeRequest) -> str:
         raw = b""
     if len(raw) != 16:
         raise HandshakeError(f"invalid Sec-WebSocket-Key {key!r}", 400)
+    if not get_header(headers, "Host"):
+        raise HandshakeError("missing Host header", 400)
     return key
 
 
@@ -289,6 +291,45 @@ def choose_subprotocol(offered: Sequence[str], supported: Sequence[str]) -> str 
         if name in supported:
             return name
     return None
+
+
+_DEFLATE_PARAMS = {
+    # name: (a value is required, a value is allowed)
+    "server_no_context_takeover": (False, False),
+    "client_no_context_takeover": (False, False),
+    "server_max_window_bits": (True, True),
+    "client_max_window_bits": (False, True),
+}
+
+
+def deflate_params(element: str, *, response: bool) -> dict[str, str | None] | None:
+    """Parse the parameters of one permessage-deflate offer or response (RFC 7692 7.1).
+
+    Args:
+        element: One element of ``Sec-WebSocket-Extensions``, name included.
+        response: ``True`` for a server's response, where ``client_max_window_bits``
+            must have a value.
+
+    Returns:
+        The parameters, or ``None`` when the element is invalid: an unknown or
+        repeated parameter, a value where none is allowed, a missing value, or a
+        window size outside 8..15.
+    """
+    found: dict[str, str | None] = {}
+    for part in element.split(";")[1:]:
+        name, eq, value = (t.strip() for t in part.partition("="))
+        if name not in _DEFLATE_PARAMS or name in found:
+            return None
+        needs_value, may_have_value = _DEFLATE_PARAMS[name]
+        if response and name == "client_max_window_bits":
+            needs_value = True
+        value = value.strip('"')
+        if (eq and not may_have_value) or (needs_value and not eq):
+            return None
+        if eq and not (value.isdigit() and 8 <= int(value) <= 15 and value[0] != "0"):
+            return None
+        found[name] = value if eq else None
+    return found
 
 
 def negotiate_extensions(
@@ -307,6 +348,8 @@ def negotiate_extensions(
             name = offer.split(";", 1)[0].strip()
             if name != ext.name:
                 continue
+            if name == PerMessageDeflate.name and deflate_params(offer, response=False) is None:
+                continue  # RFC 7692 5: an invalid offer is declined
             try:
                 params = ext.accept(offer)
             except ValueError:
@@ -493,9 +536,17 @@ class ClientHandshake:
             name = accepted.split(";", 1)[0].strip()
             for ext in self._offered:
                 if ext.name == name and ext not in self.extensions:
+                    if name == PerMessageDeflate.name:
+                        agreed = deflate_params(accepted, response=True)
+                        if agreed is None or (
+                            # A window size wsproto's zlib use cannot honour.
+                            agreed.get("client_max_window_bits") == "8"
+                            or agreed.get("server_max_window_bits") == "8"
+                        ):
+                            fail(f"invalid extension parameters {accepted!r}")
                     try:
                         ext.finalize(accepted)
-                    except ValueError:
+                    except (ValueError, IndexError):
                         fail(f"invalid extension parameters {accepted!r}")
                     self.extensions.append(ext)
                     break
