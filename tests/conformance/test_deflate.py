@@ -340,21 +340,8 @@ async def test_fragmented_compressed_message(target: str, opcode: int) -> None:
         assert await side.receive() == (data.decode() if opcode == TEXT else data)
 
 
-_PING_IN_COMPRESSED = pytest.mark.xfail(
-    strict=True,
-    reason="a control frame inside a fragmented compressed message corrupts it: "
-    "wsproto's PerMessageDeflate.frame_inbound_complete() resets "
-    "_inbound_compressed for the (non-compressible) ping, so the following "
-    "continuation frames are delivered still compressed (binary: wrong bytes, "
-    "silently; text: 1007). The extension comes from sansio/handshake.py and runs "
-    "in sansio/protocol.py; RFC 6455 5.4 requires control frames to be accepted "
-    "between fragments",
-)
-
-
 @targets
 @pytest.mark.parametrize("opcode", [TEXT, BINARY])
-@_PING_IN_COMPRESSED
 async def test_ping_inside_fragmented_compressed_message(target: str, opcode: int) -> None:
     async with pair(target, deflate=True) as (side, peer):
         peer.use_deflate()

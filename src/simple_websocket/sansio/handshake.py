@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from wsproto.extensions import Extension, PerMessageDeflate
 
 from ..errors import HandshakeError, HandshakeRejected
+from .deflate import Deflate
 
 __all__ = [
     "MAX_HEAD_SIZE",
@@ -454,7 +455,7 @@ class ClientHandshake:
         self.url = url
         self.subprotocols = list(subprotocols)
         self.key = base64.b64encode(key_factory(16)).decode("ascii")
-        self._offered: list[Extension] = [PerMessageDeflate()] if compression else []
+        self._offered: list[Extension] = [Deflate()] if compression else []
         self._buffer = bytearray()
         self.subprotocol: str | None = None
         self.extensions: list[Extension] = []
@@ -579,6 +580,6 @@ def accept_request(
     key = validate_request(request)
     if subprotocol is not None and subprotocol not in request.subprotocols:
         raise HandshakeError(f"subprotocol {subprotocol!r} was not offered by the client", 500)
-    supported: list[Extension] = [PerMessageDeflate()] if compression else []
+    supported: list[Extension] = [Deflate()] if compression else []
     extensions, extensions_header = negotiate_extensions(request.extensions, supported)
     return build_accept_response(key, subprotocol, extensions_header, extra_headers), extensions

@@ -1,0 +1,113 @@
+"""permessage-deflate (RFC 7692) with two corrections to wsproto's extension.
+
+* Control frames between the fragments of a compressed message leave the message's
+  compression state alone (wsproto resets it on the control frame, so the following
+  fragments were delivered still compressed).
+* Inflating is bounded: with ``max_size`` set, a message inflates to at most that
+  many bytes, and a message that would grow beyond fails with close code 1009
+  before it is inflated any further (a small "zip bomb" cannot allocate more than
+  the limit).
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import TYPE_CHECKING
+
+from wsproto.extensions import PerMessageDeflate
+from wsproto.frame_protocol import CloseReason, Opcode, RsvBits
+
+if TYPE_CHECKING:  # pragma: no cover
+    from wsproto.frame_protocol import FrameDecoder, FrameProtocol
+
+__all__ = ["Deflate"]
+
+_TAIL = b"\x00\x00\xff\xff"
+
+
+class Deflate(PerMessageDeflate):
+    """wsproto's ``PerMessageDeflate`` with bounded inflating and control frames fixed.
+
+    Args:
+        max_size: The largest inflated message, in bytes, or ``None`` for no limit.
+        **params: ``PerMessageDeflate``'s parameters.
+    """
+
+    def __init__(self, max_size: int | None = None, **params: object) -> None:
+        super().__init__(**params)  # type: ignore[arg-type]
+        self.max_size = max_size
+        self._inflated = 0
+        self._in_control = False
+
+    def frame_inbound_header(
+        self,
+        proto: FrameDecoder | FrameProtocol,
+        opcode: Opcode,
+        rsv: RsvBits,
+        payload_length: int,
+    ) -> CloseReason | RsvBits:
+        """Check a frame's header; control frames do not touch the message's state."""
+        if opcode.iscontrol():
+            if rsv.rsv1:
+                return CloseReason.PROTOCOL_ERROR
+            self._in_control = True
+            return RsvBits(True, False, False)
+        self._in_control = False
+        return super().frame_inbound_header(proto, opcode, rsv, payload_length)
+
+    def _room(self) -> int | None:
+        return None if self.max_size is None else self.max_size - self._inflated
+
+    def frame_inbound_payload_data(
+        self, proto: FrameDecoder | FrameProtocol, data: bytes
+    ) -> bytes | CloseReason:
+        """Inflate a piece of payload, never beyond ``max_size`` for the message."""
+        if self._in_control or not self._inbound_compressed or not self._inbound_is_compressible:
+            return data
+        assert self._decompressor is not None
+        room = self._room()
+        try:
+            if room is None:
+                return self._decompressor.decompress(bytes(data))
+            out = self._decompressor.decompress(bytes(data), room + 1)
+        except zlib.error:
+            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+        self._inflated += len(out)
+        if len(out) > room:
+            return CloseReason.MESSAGE_TOO_BIG
+        return out
+
+    def frame_inbound_complete(
+        self, proto: FrameDecoder | FrameProtocol, fin: bool
+    ) -> bytes | CloseReason | None:
+        """Finish a frame; at the end of a compressed message, flush the inflater."""
+        if self._in_control:
+            self._in_control = False
+            return None
+        if not fin:
+            return None
+        if not (self._inbound_compressed and self._inbound_is_compressible):
+            self._inflated = 0
+            return super().frame_inbound_complete(proto, fin)
+        assert self._decompressor is not None
+        room = self._room()
+        try:
+            if room is None:
+                data = self._decompressor.decompress(_TAIL)
+            else:
+                data = self._decompressor.decompress(_TAIL, room + 1)
+                if len(data) > room or self._decompressor.unconsumed_tail:
+                    return CloseReason.MESSAGE_TOO_BIG
+            data += self._decompressor.flush()
+        except zlib.error:
+            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+        if room is not None and len(data) > room:
+            return CloseReason.MESSAGE_TOO_BIG
+        no_context_takeover = (
+            self.server_no_context_takeover if proto.client else self.client_no_context_takeover
+        )
+        if no_context_takeover:
+            self._decompressor = None
+        self._inbound_compressed = None
+        self._inflated = 0
+        return data
