@@ -15,11 +15,9 @@ from ..sansio.handshake import (
     MAX_HEAD_SIZE,
     HandshakeRequest,
     HTTPResponse,
-    accept_request,
-    build_reject_response,
-    choose_subprotocol,
-    normalize_subprotocols,
+    ServerHandshake,
     parse_request_head,
+    reject_response,
 )
 from ..sansio.protocol import CloseCode
 from .connection import Connection, StreamProtocol
@@ -36,7 +34,7 @@ __all__ = [
 logger = logging.getLogger("simple_websocket")
 
 
-class ServerConnection(Connection):
+class ServerConnection(ServerHandshake, Connection):
     """The server side of a connection.
 
     Attributes:
@@ -53,18 +51,7 @@ class ServerConnection(Connection):
         **options: Any,
     ) -> None:
         super().__init__(**options)
-        self.subprotocols = normalize_subprotocols(subprotocols)
-        self.compression = compression
-        self.request: HandshakeRequest | None = None
-
-    def choose_subprotocol(self, request: HandshakeRequest) -> str | None:
-        """Choose the subprotocol for this connection.
-
-        The default picks the first subprotocol offered by the client that is in
-        ``subprotocols``. Override it in a subclass for another policy; it must
-        return one of ``request.subprotocols`` or ``None``.
-        """
-        return choose_subprotocol(request.subprotocols, self.subprotocols)
+        self._init_server_handshake(subprotocols, compression)
 
     def _answer_handshake(self, transport: asyncio.Transport, request: HandshakeRequest) -> None:
         """Answer ``request`` on ``transport``: 101 and attach, or an HTTP error.
@@ -73,10 +60,8 @@ class ServerConnection(Connection):
             HandshakeError: The request was invalid; the error response was written
                 and the transport is closing.
         """
-        self.request = request
         try:
-            subprotocol = self.choose_subprotocol(request)
-            response, extensions = accept_request(request, subprotocol, self.compression)
+            response, extensions, subprotocol = self._handshake_answer(request)
         except HandshakeError as exc:
             reject(transport, exc)
             raise
@@ -87,7 +72,7 @@ class ServerConnection(Connection):
 def reject(transport: asyncio.Transport, exc: HandshakeError) -> None:
     """Write the HTTP error response for ``exc`` and close ``transport``."""
     if not transport.is_closing():
-        transport.write(build_reject_response(exc.status_code or 400, f"{exc.detail}\n"))
+        transport.write(reject_response(exc))
         transport.close()
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "ClientHandshake",
     "HTTPResponse",
     "HandshakeRequest",
+    "ServerHandshake",
     "accept_key",
     "accept_request",
     "build_accept_response",
@@ -37,6 +38,7 @@ __all__ = [
     "normalize_subprotocols",
     "parse_request_head",
     "parse_url",
+    "reject_response",
     "validate_request",
 ]
 
@@ -583,3 +585,56 @@ def accept_request(
     supported: list[Extension] = [Deflate()] if compression else []
     extensions, extensions_header = negotiate_extensions(request.extensions, supported)
     return build_accept_response(key, subprotocol, extensions_header, extra_headers), extensions
+
+
+class ServerHandshake:
+    """The server side of the opening handshake, shared by the engines' connections.
+
+    A mixin: engines call :meth:`_init_server_handshake` from their ``__init__`` and
+    :meth:`_handshake_answer` when a request arrived, then write the answer.
+
+    Attributes:
+        subprotocols: The subprotocols this server supports, in its order.
+        compression: Accept permessage-deflate when the client offers it.
+        request: The client's request once it was read (path, headers, offered
+            subprotocols), else ``None``.
+    """
+
+    subprotocols: list[str]
+    compression: bool
+    request: HandshakeRequest | None
+
+    def _init_server_handshake(
+        self, subprotocols: str | Iterable[str] | None, compression: bool
+    ) -> None:
+        self.subprotocols = normalize_subprotocols(subprotocols)
+        self.compression = compression
+        self.request = None
+
+    def choose_subprotocol(self, request: HandshakeRequest) -> str | None:
+        """Choose the subprotocol for this connection.
+
+        The default picks the first subprotocol offered by the client that is in
+        ``subprotocols``. Override it in a subclass for another policy; it must
+        return one of ``request.subprotocols`` or ``None``.
+        """
+        return choose_subprotocol(request.subprotocols, self.subprotocols)
+
+    def _handshake_answer(
+        self, request: HandshakeRequest
+    ) -> tuple[bytes, list[Extension], str | None]:
+        """Return the 101 response, the enabled extensions and the subprotocol.
+
+        Raises:
+            HandshakeError: The request is not a valid upgrade; send
+                :func:`reject_response` of it.
+        """
+        self.request = request
+        subprotocol = self.choose_subprotocol(request)
+        response, extensions = accept_request(request, subprotocol, self.compression)
+        return response, extensions, subprotocol
+
+
+def reject_response(exc: HandshakeError) -> bytes:
+    """Return the HTTP error response that answers a refused handshake."""
+    return build_reject_response(exc.status_code or 400, f"{exc.detail}\n")

@@ -11,10 +11,8 @@ from typing import Any
 from ..errors import HandshakeError
 from ..sansio.handshake import (
     HandshakeRequest,
-    accept_request,
-    build_reject_response,
-    choose_subprotocol,
-    normalize_subprotocols,
+    ServerHandshake,
+    reject_response,
 )
 from .connection import Connection
 
@@ -23,7 +21,7 @@ __all__ = ["ServerConnection", "accept_socket", "reject"]
 logger = logging.getLogger("simple_websocket")
 
 
-class ServerConnection(Connection):
+class ServerConnection(ServerHandshake, Connection):
     """The server side of a connection.
 
     Attributes:
@@ -40,18 +38,7 @@ class ServerConnection(Connection):
         **options: Any,
     ) -> None:
         super().__init__(**options)
-        self.subprotocols = normalize_subprotocols(subprotocols)
-        self.compression = compression
-        self.request: HandshakeRequest | None = None
-
-    def choose_subprotocol(self, request: HandshakeRequest) -> str | None:
-        """Choose the subprotocol for this connection.
-
-        The default picks the first subprotocol offered by the client that is in
-        ``subprotocols``. Override it in a subclass for another policy; it must
-        return one of ``request.subprotocols`` or ``None``.
-        """
-        return choose_subprotocol(request.subprotocols, self.subprotocols)
+        self._init_server_handshake(subprotocols, compression)
 
     def _answer_handshake(
         self,
@@ -68,10 +55,8 @@ class ServerConnection(Connection):
                 and the socket shut down.
             OSError: The client went away before the answer was written.
         """
-        self.request = request
         try:
-            subprotocol = self.choose_subprotocol(request)
-            response, extensions = accept_request(request, subprotocol, self.compression)
+            response, extensions, subprotocol = self._handshake_answer(request)
         except HandshakeError as exc:
             logger.info("rejected handshake: %s", exc.detail)
             reject(sock, exc, close=owns_socket)
@@ -89,7 +74,7 @@ def reject(sock: socket.socket, exc: HandshakeError, *, close: bool = True) -> N
     """
     with contextlib.suppress(OSError):
         sock.settimeout(None)
-        sock.sendall(build_reject_response(exc.status_code or 400, f"{exc.detail}\n"))
+        sock.sendall(reject_response(exc))
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
     if close:
