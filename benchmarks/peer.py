@@ -31,6 +31,8 @@ import websockets
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from .common import BACKLOG
+
 
 class _RawEcho(asyncio.Protocol):
     """Writes every received chunk straight back (no framing, no copies)."""
@@ -70,7 +72,8 @@ async def _main(watch_stdin: bool) -> None:
     if watch_stdin:
         threading.Thread(target=_watch_stdin, args=(loop, stop), daemon=True).start()
 
-    raw = await loop.create_server(_RawEcho, "127.0.0.1", 0)
+    # A large backlog: the connections scenario opens CONNECTIONS connections at once.
+    raw = await loop.create_server(_RawEcho, "127.0.0.1", 0, backlog=BACKLOG)
     async with serve(
         _ws_echo,
         "127.0.0.1",
@@ -79,6 +82,7 @@ async def _main(watch_stdin: bool) -> None:
         max_size=None,
         ping_interval=None,
         close_timeout=2,
+        backlog=BACKLOG,
     ) as server:
         ws_port = server.sockets[0].getsockname()[1]
         tcp_port = raw.sockets[0].getsockname()[1]

@@ -1,24 +1,30 @@
-"""Client-side benchmarks: our simple_websocket against other asyncio clients.
+"""Benchmarks: our simple_websocket against other asyncio WebSocket libraries.
 
 Run from the repository root::
 
-    python -m benchmarks.run [--quick] [--rounds N] [--out DIR]
+    python -m benchmarks.run [--quick] [--rounds N] [--roles client,server] [--out DIR]
 
-A fixed peer (``benchmarks/peer.py``: a ``websockets`` echo server plus a raw TCP
-echo server) runs in its own process; every (round, scenario, candidate) is measured
-in a fresh worker process (``python -m benchmarks.run --worker CANDIDATE SCENARIO
---url URL``) that prints one JSON line. Candidates are interleaved (their order is
-rotated every round) and the median, min and max over the rounds are reported,
-together with the ratios ``ours / X``. See ``benchmarks/README.md``.
+Two roles, each candidate in its own process:
+
+* **client**: the candidate's client talks to a fixed peer (``benchmarks/peer.py``:
+  a ``websockets`` echo server plus a raw TCP echo server) running in another
+  process; every (round, scenario, candidate) is a fresh worker process
+  (``python -m benchmarks.run --worker CANDIDATE SCENARIO --url URL``,
+  ``benchmarks/clients.py``) that prints one JSON line;
+* **server**: the candidate runs an echo server (``benchmarks/servers.py``) and a
+  fixed raw-socket load generator (``benchmarks/loadgen.py``) drives it from another
+  process, reading the server process's CPU clock.
+
+Candidates are interleaved (their order is rotated every round) and the median, min
+and max over the rounds are reported, together with the ratios ``ours / X`` and the
+CPU time per item of the measured process. See ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import datetime as dt
-import gc
 import json
 import os
 import platform
@@ -27,377 +33,95 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO = BENCH_DIR.parent
-SRC = REPO / "src"
-DEFAULT_OUT = BENCH_DIR / "results"
-# Inside benchmarks/results/, which the repository's .gitignore already ignores.
-SW11_DIR = BENCH_DIR / "results" / ".sw11"
-SW11_REQUIREMENT = "simple-websocket==1.1.0"
+from .common import (
+    CONNECTIONS,
+    DEFAULT_OUT,
+    FULL,
+    MANUAL,
+    MESSAGES_PER_CONNECTION,
+    MIB,
+    OURS,
+    QUICK,
+    RAW,
+    REPO,
+    SW11,
+    SW11_DIR,
+    SW11_REQUIREMENT,
+    TEXT,
+    Settings,
+    typed_sample,
+)
 
-OURS = "simple_websocket"
 CANDIDATES: dict[str, str] = {
     # id -> label used in the report
     OURS: "simple_websocket (ours)",
     "websockets": "websockets",
     "aiohttp": "aiohttp",
-    "simple-websocket-1.1.0": "simple-websocket 1.1.0",
-    "raw-tcp": "raw TCP echo (limit)",
+    SW11: "simple-websocket 1.1.0",
+    RAW: "raw TCP echo (limit)",
+    MANUAL: "manual: receive() + model_validate_json",
 }
 SCENARIOS: dict[str, str] = {
     # id -> unit
     "latency": "round trips/s",
     "pipelined": "messages/s",
     "mib": "MB/s",
+    "connections": "connections/s",
+    "typed": "messages/s",
 }
-#: Client CPU time per item: (unit, multiplier applied to CPU seconds per item).
+ROLES: dict[str, str] = {
+    "client": "Client role: the candidate's client against a fixed websockets echo peer",
+    "server": "Server role: the candidate's echo server driven by a fixed load generator",
+}
+#: CPU time of the measured process per item: (unit, multiplier applied to CPU s/item).
 CPU_COST: dict[str, tuple[str, float]] = {
     "latency": ("us/round trip", 1e6),
     "pipelined": ("us/message", 1e6),
     "mib": ("ms/MiB", 1e3 * (1 << 20)),
+    "connections": ("us/connection", 1e6),
+    "typed": ("us/message", 1e6),
 }
-COMPRESSION: dict[str, str] = {
-    OURS: "off: AioClient.connect(url, compression=False)",
-    "websockets": "off: connect(url, compression=None)",
-    "aiohttp": "off: ws_connect(url, compress=0)",
-    "simple-websocket-1.1.0": (
-        "not configurable; its client sends no permessage-deflate offer "
-        "(its server side always accepts one)"
-    ),
-    "raw-tcp": "n/a (no WebSocket framing)",
+COMPRESSION: dict[str, dict[str, str]] = {
+    "client": {
+        OURS: "off: AioClient.connect(url, compression=False)",
+        "websockets": "off: connect(url, compression=None)",
+        "aiohttp": "off: ws_connect(url, compress=0)",
+        SW11: (
+            "not configurable; its client sends no permessage-deflate offer "
+            "(its server side always accepts one)"
+        ),
+        RAW: "n/a (no WebSocket framing)",
+        MANUAL: "as ours",
+    },
+    "server": {
+        OURS: "off: serve(handler, compression=False)",
+        "websockets": "off: serve(handler, compression=None)",
+        "aiohttp": "off: WebSocketResponse(compress=False)",
+        SW11: "would accept permessage-deflate; the load generator never offers it",
+        RAW: "n/a (no WebSocket framing)",
+        MANUAL: "as ours",
+    },
 }
 
-#: The 64-byte message of the latency and pipelined scenarios (ASCII text).
-TEXT = "0123456789abcdef" * 4
-MIB = 1 << 20
 
+def runs(candidate: str, scenario: str) -> bool:
+    """Whether ``candidate`` takes part in ``scenario``.
 
-@dataclass(frozen=True)
-class Settings:
-    seconds: float  # measured time per worker
-    warmup: float  # unmeasured time before it, on the same connection
-    latency_batch: int  # round trips per timing check
-    pipelined_batch: int  # N messages in flight per pipelined batch
-    rounds: int
-
-
-FULL = Settings(seconds=0.75, warmup=0.25, latency_batch=32, pipelined_batch=5000, rounds=5)
-QUICK = Settings(seconds=0.15, warmup=0.05, latency_batch=16, pipelined_batch=1000, rounds=2)
+    The typed scenario compares our typed channel with our own connection plus a
+    hand-written pydantic call; the other libraries have no typed channel.
+    """
+    if scenario == "typed":
+        return candidate in (OURS, MANUAL)
+    return candidate != MANUAL
 
 
 # ---------------------------------------------------------------------------------
-# Worker side: one candidate, one scenario, one connection, one JSON line.
-# ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Conn:
-    """What a scenario needs from a connected client, whatever the library."""
-
-    send_text: Callable[[Any], Awaitable[Any]]
-    send_binary: Callable[[bytes], Awaitable[Any]]
-    recv: Callable[[], Awaitable[Any]]
-    close: Callable[[], Awaitable[Any]]
-    text: Any  # the 64-byte text payload as this client sends and receives it
-    extensions: str  # negotiated extensions, as seen by the client
-    version: str
-    module: str
-
-
-def _same_path(entry: str, target: Path) -> bool:
-    try:
-        return Path(entry or ".").resolve() == target
-    except OSError:
-        return False
-
-
-def _import_simple_websocket(root: Path) -> Any:
-    """Import ``simple_websocket`` from ``root`` and check that it really did."""
-    if "simple_websocket" in sys.modules:
-        raise RuntimeError("simple_websocket was imported before the worker chose it")
-    if root != SRC:
-        # Our package is installed in editable mode (a .pth file puts src/ on
-        # sys.path): take src/ out so that it cannot shadow the other copy.
-        sys.path[:] = [p for p in sys.path if not _same_path(p, SRC)]
-    sys.path.insert(0, str(root))
-    import simple_websocket
-
-    where = Path(simple_websocket.__file__).resolve()
-    if not where.is_relative_to(root):
-        raise RuntimeError(f"imported simple_websocket from {where}, expected {root}")
-    return simple_websocket
-
-
-def _header(headers: Any, name: str) -> str:
-    for key, value in headers or ():
-        if key.lower() == name.lower():
-            return str(value)
-    return "none"
-
-
-async def _open_ours(url: str) -> Conn:
-    sw = _import_simple_websocket(SRC)
-    ws = await sw.AioClient.connect(url, compression=False, max_message_size=None)
-    return Conn(
-        ws.send,
-        ws.send,
-        ws.receive,
-        ws.close,
-        TEXT,
-        _header(ws.response_headers, "Sec-WebSocket-Extensions"),
-        sw.__version__,
-        sw.__file__,
-    )
-
-
-async def _open_sw11(url: str, sw11_dir: Path) -> Conn:
-    from importlib import metadata
-
-    sw = _import_simple_websocket(sw11_dir)
-    found = metadata.distributions(name="simple-websocket", path=[str(sw11_dir)])
-    version = next((d.version for d in found), "unknown")
-    ws = await sw.AioClient.connect(url)
-    try:
-        # wsproto internals: the extensions in use on the established connection
-        names = [e.name for e in ws.ws.connection._proto.extensions]
-        extensions = ", ".join(names) or "none"
-    except AttributeError:
-        extensions = "unknown"
-    return Conn(ws.send, ws.send, ws.receive, ws.close, TEXT, extensions, version, sw.__file__)
-
-
-async def _open_websockets(url: str) -> Conn:
-    import websockets
-    from websockets.asyncio.client import connect
-
-    ws = await connect(url, compression=None, max_size=None, ping_interval=None)
-    return Conn(
-        ws.send,
-        ws.send,
-        ws.recv,
-        ws.close,
-        TEXT,
-        ws.response.headers.get("Sec-WebSocket-Extensions", "none"),
-        websockets.__version__,
-        websockets.__file__,
-    )
-
-
-async def _open_aiohttp(url: str) -> Conn:
-    import aiohttp
-
-    session = aiohttp.ClientSession()
-    try:
-        ws = await session.ws_connect(url, compress=0, max_msg_size=0)
-    except BaseException:
-        await session.close()
-        raise
-    data_types = (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY)
-
-    async def recv() -> Any:
-        msg = await ws.receive()
-        if msg.type in data_types:
-            return msg.data
-        raise RuntimeError(f"aiohttp received {msg.type!r}: {msg.data!r}")
-
-    async def close() -> None:
-        try:
-            await ws.close()
-        finally:
-            await session.close()
-
-    return Conn(
-        ws.send_str,
-        ws.send_bytes,
-        recv,
-        close,
-        TEXT,
-        f"permessage-deflate (compress={ws.compress})" if ws.compress else "none",
-        aiohttp.__version__,
-        aiohttp.__file__,
-    )
-
-
-async def _open_raw_tcp(url: str) -> Conn:
-    """Length-prefixed records (4-byte big-endian length + payload) over TCP."""
-    import struct
-
-    host, _, port = url.removeprefix("tcp://").rstrip("/").rpartition(":")
-    reader, writer = await asyncio.open_connection(host, int(port), limit=1 << 22)
-    header = struct.Struct("!I")
-    pack, unpack = header.pack, header.unpack
-    write, drain, readexactly = writer.write, writer.drain, reader.readexactly
-
-    async def send(data: bytes) -> None:
-        if len(data) < 65536:
-            write(pack(len(data)) + data)
-        else:
-            write(pack(len(data)))
-            write(data)
-        await drain()
-
-    async def recv() -> bytes:
-        (size,) = unpack(await readexactly(4))
-        return await readexactly(size)
-
-    async def close() -> None:
-        writer.close()
-        await writer.wait_closed()
-
-    return Conn(
-        send,
-        send,
-        recv,
-        close,
-        TEXT.encode(),
-        "n/a",
-        f"asyncio streams (Python {platform.python_version()})",
-        asyncio.__file__,
-    )
-
-
-def _latency(conn: Conn, batch: int) -> Callable[[], Awaitable[int]]:
-    send, recv, payload = conn.send_text, conn.recv, conn.text
-
-    async def unit() -> int:
-        for _ in range(batch):
-            await send(payload)
-            reply = await recv()
-            if reply != payload:
-                raise RuntimeError(f"bad echo: {reply!r}")
-        return batch
-
-    return unit
-
-
-def _pipelined(conn: Conn, batch: int) -> Callable[[], Awaitable[int]]:
-    send, recv, payload = conn.send_text, conn.recv, conn.text
-
-    async def sender() -> None:
-        for _ in range(batch):
-            await send(payload)
-
-    async def unit() -> int:
-        task = asyncio.ensure_future(sender())
-        try:
-            for _ in range(batch):
-                reply = await recv()
-                if reply != payload:
-                    raise RuntimeError(f"bad echo: {reply!r}")
-        finally:
-            if not task.done():
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        return batch
-
-    return unit
-
-
-def _mib(conn: Conn) -> Callable[[], Awaitable[int]]:
-    send, recv = conn.send_binary, conn.recv
-    blob = os.urandom(MIB)
-
-    async def unit() -> int:
-        await send(blob)
-        reply = await recv()
-        if len(reply) != MIB or reply != blob:
-            raise RuntimeError(f"bad echo of {len(reply)} bytes")
-        return MIB
-
-    return unit
-
-
-async def _run_for(unit: Callable[[], Awaitable[int]], seconds: float) -> dict[str, float]:
-    items = units = 0
-    cpu0 = time.process_time()
-    start = time.perf_counter()
-    deadline = start + seconds
-    while True:
-        items += await unit()
-        units += 1
-        now = time.perf_counter()
-        if now >= deadline:
-            break
-    cpu = time.process_time() - cpu0
-    return {"items": items, "units": units, "elapsed_s": now - start, "cpu_s": cpu}
-
-
-async def _worker(args: argparse.Namespace) -> dict[str, Any]:
-    candidate, scenario = args.worker
-    if candidate == OURS:
-        conn = await _open_ours(args.url)
-    elif candidate == "simple-websocket-1.1.0":
-        conn = await _open_sw11(args.url, args.sw11_dir)
-    elif candidate == "websockets":
-        conn = await _open_websockets(args.url)
-    elif candidate == "aiohttp":
-        conn = await _open_aiohttp(args.url)
-    elif candidate == "raw-tcp":
-        conn = await _open_raw_tcp(args.url)
-    else:
-        raise ValueError(f"unknown candidate {candidate!r}")
-
-    result: dict[str, Any] = {
-        "version": conn.version,
-        "module": conn.module,
-        "extensions": conn.extensions,
-    }
-    try:
-        if scenario == "latency":
-            unit = _latency(conn, args.latency_batch)
-        elif scenario == "pipelined":
-            unit = _pipelined(conn, args.pipelined_batch)
-        elif scenario == "mib":
-            unit = _mib(conn)
-        else:
-            raise ValueError(f"unknown scenario {scenario!r}")
-        if args.warmup > 0:
-            await _run_for(unit, args.warmup)
-        gc.collect()
-        stats = await _run_for(unit, args.seconds)
-    finally:
-        try:
-            await asyncio.wait_for(conn.close(), 5)
-        except Exception as exc:
-            result["close_error"] = f"{type(exc).__name__}: {exc}"
-    rate = stats["items"] / stats["elapsed_s"]
-    if scenario == "mib":
-        rate /= 1e6
-    result.update(stats, rate=rate, unit=SCENARIOS[scenario])
-    result["cpu_share"] = stats["cpu_s"] / stats["elapsed_s"]
-    return result
-
-
-def worker_main(args: argparse.Namespace) -> int:
-    if args.cpu is not None and hasattr(os, "sched_setaffinity"):
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(0, {args.cpu})
-    candidate, scenario = args.worker
-    args.sw11_dir = Path(args.sw11_dir).resolve()
-    out: dict[str, Any] = {"candidate": candidate, "scenario": scenario}
-    # The harness kills a hung worker from outside; this is the polite limit.
-    budget = args.warmup + args.seconds + 15
-    try:
-        out.update(asyncio.run(asyncio.wait_for(_worker(args), budget)))
-        out["ok"] = True
-    except BaseException as exc:  # report everything, even KeyboardInterrupt
-        out["ok"] = False
-        out["error"] = f"{type(exc).__name__}: {exc}"
-        if isinstance(exc, TimeoutError) and not str(exc):
-            out["error"] = f"TimeoutError: gave up after {budget:.0f} s"
-    print(json.dumps(out), flush=True)
-    return 0 if out["ok"] else 1
-
-
-# ---------------------------------------------------------------------------------
-# Harness side: peer process, worker processes, statistics, report.
+# Processes: the client-role peer, the server-role candidate servers, the workers.
 # ---------------------------------------------------------------------------------
 
 
@@ -410,11 +134,48 @@ def _tail(text: str | bytes | None, lines: int = 6) -> str:
         return ""
     if isinstance(text, bytes):
         text = text.decode(errors="replace")
-    return "\n".join(text.strip().splitlines()[-lines:])
+    tail = text.strip().splitlines()[-lines:]
+    return "\n".join(line if len(line) <= 300 else line[:300] + " [...]" for line in tail)
+
+
+def _start_process(
+    cmd: list[str], log: Any, startup_timeout: float = 20.0
+) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    """Start a server process that prints one JSON line once it listens."""
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log
+    )
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], startup_timeout)
+    line = proc.stdout.readline() if ready else b""
+    if not line:
+        _stop_process(proc)
+        raise RuntimeError(f"{' '.join(cmd[2:4])} did not start")
+    return proc, json.loads(line)
+
+
+def _stop_process(proc: subprocess.Popen[bytes] | None) -> None:
+    """Stop a process started by :func:`_start_process` (it exits at end of stdin)."""
+    if proc is None:
+        return
+    if proc.stdin is not None:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(5)
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(3)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 class Peer:
-    """The echo peer process; :meth:`stop` always kills it."""
+    """The client role's echo peer process; :meth:`stop` always stops it."""
 
     def __init__(self, cpu: int | None, log_path: Path) -> None:
         self.cpu = cpu
@@ -423,44 +184,23 @@ class Peer:
         self.info: dict[str, Any] = {}
         self.starts = 0
 
-    def start(self, startup_timeout: float = 20.0) -> None:
+    def start(self) -> None:
         cmd = [sys.executable, "-m", "benchmarks.peer"]
         if self.cpu is not None:
             cmd += ["--cpu", str(self.cpu)]
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                cmd, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log
-            )
         self.starts += 1
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], startup_timeout)
-        line = self.proc.stdout.readline() if ready else b""
-        if not line:
-            self.stop()
-            raise RuntimeError(f"the peer did not start; see {self.log_path}")
-        self.info = json.loads(line)
+        with self.log_path.open("ab") as log:
+            try:
+                self.proc, self.info = _start_process(cmd, log)
+            except RuntimeError:
+                raise RuntimeError(f"the peer did not start; see {self.log_path}") from None
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.stdin is not None:
-            with contextlib.suppress(OSError):
-                proc.stdin.close()  # the peer exits cleanly on end of stdin
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(3)
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(3)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        _stop_process(proc)
 
     @property
     def ws_url(self) -> str:
@@ -492,6 +232,7 @@ def _ensure_sw11() -> str | None:
 
 
 def _run_worker(cmd: list[str], limit: float) -> dict[str, Any]:
+    """Run a worker (client role) or the load generator; return its JSON line."""
     try:
         proc = subprocess.run(
             cmd,
@@ -518,6 +259,94 @@ def _run_worker(cmd: list[str], limit: float) -> dict[str, Any]:
         "ok": False,
         "error": f"no result (exit status {proc.returncode})\n{_tail(proc.stderr)}",
     }
+
+
+def _timing_args(base: Settings) -> list[str]:
+    return [
+        "--seconds",
+        str(base.seconds),
+        "--warmup",
+        str(base.warmup),
+        "--latency-batch",
+        str(base.latency_batch),
+        "--pipelined-batch",
+        str(base.pipelined_batch),
+    ]
+
+
+def _measure_client(
+    cand: str,
+    scen: str,
+    peer: Peer,
+    base: Settings,
+    cpu: int | None,
+    limit: float,
+    profile: Path | None,
+) -> dict[str, Any]:
+    url = peer.tcp_url if cand == RAW else peer.ws_url
+    cmd = [sys.executable, "-m", "benchmarks.run", "--worker", cand, scen, "--url", url]
+    cmd += _timing_args(base)
+    cmd += ["--sw11-dir", str(SW11_DIR)]
+    if cpu is not None:
+        cmd += ["--cpu", str(cpu)]
+    if profile is not None:
+        cmd += ["--profile", str(profile)]
+    return _run_worker(cmd, limit)
+
+
+def _measure_server(
+    cand: str,
+    scen: str,
+    base: Settings,
+    server_cpu: int | None,
+    loadgen_cpu: int | None,
+    limit: float,
+    server_log: Path,
+    profile: Path | None,
+) -> dict[str, Any]:
+    """Start the candidate's server, run the load generator against it, stop it."""
+    cmd = [sys.executable, "-m", "benchmarks.servers", cand, scen, "--sw11-dir", str(SW11_DIR)]
+    if server_cpu is not None:
+        cmd += ["--cpu", str(server_cpu)]
+    if profile is not None:
+        cmd += ["--profile", str(profile)]
+    with tempfile.TemporaryFile() as log:
+        proc = None
+        try:
+            try:
+                proc, info = _start_process(cmd, log)
+            except (RuntimeError, ValueError, OSError) as exc:
+                log.seek(0)
+                return {"ok": False, "error": f"{exc}\n{_tail(log.read())}"}
+            gen = [sys.executable, "-m", "benchmarks.loadgen", scen]
+            gen += ["--port", str(info["port"]), "--server-pid", str(info["pid"])]
+            gen += _timing_args(base)
+            if cand == RAW:
+                gen.append("--raw")
+            if loadgen_cpu is not None:
+                gen += ["--cpu", str(loadgen_cpu)]
+            result = _run_worker(gen, limit)
+            result.update(
+                candidate=cand,
+                version=info["version"],
+                module=info["module"],
+                extensions="n/a" if cand == RAW else "none (the load generator offers none)",
+            )
+        finally:
+            _stop_process(proc)
+        log.seek(0)
+        output = log.read()
+    if output.strip():
+        with server_log.open("ab") as f:
+            f.write(f"--- {cand} {scen}\n".encode() + output + b"\n")
+        if not result.get("ok"):
+            result["error"] = f"{result.get('error')}\nserver: {_tail(output)}"
+    return result
+
+
+# ---------------------------------------------------------------------------------
+# Statistics and report.
+# ---------------------------------------------------------------------------------
 
 
 def _fmt(value: float | None) -> str:
@@ -551,26 +380,35 @@ def _git_commit() -> str:
     return f"{head}{' (modified)' if dirty else ''}" if head else "unknown"
 
 
-def _summarize(samples: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any]:
+Samples = dict[str, dict[str, list[dict[str, Any]]]]  # candidate -> scenario -> runs
+
+
+def _summarize(samples: Samples) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     for cand, per_scenario in samples.items():
         summary[cand] = {}
-        for scen, runs in per_scenario.items():
-            rates = [r["rate"] for r in runs if r.get("ok")]
+        for scen, runs_ in per_scenario.items():
+            ok = [r for r in runs_ if r.get("ok")]
+            rates = [r["rate"] for r in ok]
             cell: dict[str, Any] = {
                 "unit": SCENARIOS[scen],
                 "ok": len(rates),
-                "failed": len(runs) - len(rates),
+                "failed": len(runs_) - len(rates),
             }
             if rates:
                 unit, scale = CPU_COST[scen]
-                costs = [r["cpu_s"] / r["items"] * scale for r in runs if r.get("ok")]
-                shares = [r["cpu_share"] for r in runs if r.get("ok")]
+                costs = [r["cpu_s"] / r["items"] * scale for r in ok]
+                shares = [r["cpu_share"] for r in ok]
                 cell["cpu_cost"] = {
                     "unit": unit,
                     "median": statistics.median(costs),
+                    "min": min(costs),
+                    "max": max(costs),
                     "busy": statistics.median(shares),
                 }
+                loadgen = [r["loadgen_share"] for r in ok if "loadgen_share" in r]
+                if loadgen:
+                    cell["loadgen_busy"] = statistics.median(loadgen)
                 med = statistics.median(rates)
                 cell.update(
                     median=med,
@@ -604,36 +442,36 @@ def _ratios(summary: dict[str, Any]) -> dict[str, Any]:
     return ratios
 
 
-def _markdown(report: dict[str, Any]) -> str:
-    meta, summary, ratios = report["meta"], report["summary"], report["ratios"]
+def _role_markdown(role: str, data: dict[str, Any], meta: dict[str, Any], add: Any) -> None:
+    summary, ratios = data["summary"], data["ratios"]
     scenarios = meta["scenarios"]
-    out: list[str] = []
-    add = out.append
-    add("# simple_websocket client benchmarks\n")
-    add(
-        f"`{meta['command']}` - {meta['mode']} mode, {meta['rounds']} round(s), "
-        f"{meta['seconds']} s measured (+{meta['warmup']} s warm-up) per run; "
-        f"{meta['date']}; commit {meta['commit']}.  "
-    )
-    add(
-        f"Python {meta['python']} on {meta['platform']}, {meta['cpus']} CPUs, "
-        f"load average {meta['loadavg_start']} -> {meta['loadavg_end']}; "
-        f"{meta['pinning']}.  "
-    )
-    add(
-        f"Peer: websockets {meta['peer'].get('websockets', '?')} echo server "
-        "(compression off) and a raw asyncio TCP echo server, in a separate process."
-    )
-    add("")
-    add("## Rates\n")
+    candidates = [c for c in meta["candidates"] if any(runs(c, s) for s in scenarios)]
+    add(f"## {ROLES[role]}\n")
+    if role == "client":
+        add(
+            f"Peer: websockets {meta.get('peer', {}).get('websockets', '?')} echo server "
+            "(compression off) and a raw asyncio TCP echo server, in a separate process. "
+            "CPU cost: the client process.\n"
+        )
+    else:
+        add(
+            "Load generator: `benchmarks/loadgen.py`, a raw-socket asyncio client (frames "
+            "pre-built and pre-masked, pipelined batches written at once), in a separate "
+            "process. CPU cost: the server process, read from its CPU clock over the "
+            "measured window.\n"
+        )
+    add(f"### Rates ({role} role)\n")
     add("Median over the rounds, (min - max) in parentheses. Higher is better.\n")
     head = ["candidate"] + [f"{s} ({SCENARIOS[s]})" for s in scenarios]
     add("| " + " | ".join(head) + " |")
     add("|" + "---|" + "---:|" * len(scenarios))
-    for cand in meta["candidates"]:
+    for cand in candidates:
         row = [CANDIDATES[cand]]
         for scen in scenarios:
-            cell = summary[cand][scen]
+            cell = summary.get(cand, {}).get(scen)
+            if cell is None:
+                row.append("-")
+                continue
             if "median" not in cell:
                 row.append("failed")
                 continue
@@ -643,23 +481,19 @@ def _markdown(report: dict[str, Any]) -> str:
             row.append(text)
         add("| " + " | ".join(row) + " |")
     add("")
-    add("## Ratios: ours / X\n")
+    add(f"### Ratios: ours / X ({role} role)\n")
     add(
         "Median of ours divided by the median of X: above 1 ours is faster, below 1 "
         "slower. In parentheses: worst and best case the noise allows "
         "(ours min / X max - ours max / X min); if that range contains 1, the "
-        "difference is within the noise."
-        + (
-            " Against the raw TCP echo, the ratio is the fraction of the "
-            "framing-free limit that ours reaches."
-            if "raw-tcp" in meta["candidates"]
-            else ""
-        )
-        + "\n"
+        "difference is within the noise. Against the raw TCP echo, the ratio is the "
+        "fraction of the framing-free limit that ours reaches; against the manual "
+        "baseline (typed), it compares `ws.typed(Model)` with `receive()` + "
+        "`Model.model_validate_json` on our own connection.\n"
     )
     add("| X | " + " | ".join(scenarios) + " |")
     add("|---|" + "---:|" * len(scenarios))
-    for cand in meta["candidates"]:
+    for cand in candidates:
         if cand == OURS:
             continue
         row = [CANDIDATES[cand]]
@@ -673,29 +507,51 @@ def _markdown(report: dict[str, Any]) -> str:
             )
         add("| " + " | ".join(row) + " |")
     add("")
-    add("## Client CPU cost\n")
+    who = "client" if role == "client" else "server"
+    add(f"### CPU cost of the {who} process ({role} role)\n")
     add(
-        "CPU time of the client process per item (median over the rounds; lower is "
-        "better); it depends less on the peer and on other load than the rates do. "
-        "In parentheses: how busy the client process was (CPU time / wall time); "
-        "in pipelined and mib, well below 100% means the client waited for the "
-        "peer, so the rate is the peer's limit rather than the client's (in latency "
-        "the client always waits for each echo).\n"
+        f"CPU time of the {who} process per item (median over the rounds, lower is "
+        "better; min - max in brackets); it depends less on the other side and on "
+        f"other load than the rates do. In parentheses: how busy the {who} process was "
+        "(CPU time / wall time)"
+        + (
+            "; in pipelined, mib and connections, well below 100% means the client "
+            "waited for the peer, so the rate is the peer's limit rather than the "
+            "client's (in latency the client always waits for each echo)."
+            if role == "client"
+            else "; below 100% means the server waited for the load generator or the "
+            "kernel. The load generator's own CPU share is given in the last rows."
+        )
+        + "\n"
     )
     add("| candidate | " + " | ".join(f"{s} ({CPU_COST[s][0]})" for s in scenarios) + " |")
     add("|---|" + "---:|" * len(scenarios))
-    for cand in meta["candidates"]:
+    for cand in candidates:
         row = [CANDIDATES[cand]]
         for scen in scenarios:
-            cost = summary[cand][scen].get("cpu_cost")
-            row.append(f"{cost['median']:.1f} ({cost['busy']:.0%})" if cost else "-")
+            cost = summary.get(cand, {}).get(scen, {}).get("cpu_cost")
+            row.append(
+                f"{cost['median']:.1f} [{cost['min']:.1f} - {cost['max']:.1f}] ({cost['busy']:.0%})"
+                if cost
+                else "-"
+            )
+        add("| " + " | ".join(row) + " |")
+    if role == "server":
+        row = ["load generator busy (median)"]
+        for scen in scenarios:
+            shares = [
+                summary[c][scen]["loadgen_busy"]
+                for c in candidates
+                if "loadgen_busy" in summary.get(c, {}).get(scen, {})
+            ]
+            row.append(f"{min(shares):.0%} - {max(shares):.0%}" if shares else "-")
         add("| " + " | ".join(row) + " |")
     add("")
-    add("## Candidates\n")
+    add(f"### Candidates ({role} role)\n")
     add("| candidate | version | imported from | compression | negotiated extensions |")
     add("|---|---|---|---|---|")
-    for cand in meta["candidates"]:
-        info = report["candidates"].get(cand, {})
+    for cand in candidates:
+        info = data["candidates"].get(cand, {})
         module = info.get("module")
         if module:
             with contextlib.suppress(ValueError):
@@ -703,21 +559,58 @@ def _markdown(report: dict[str, Any]) -> str:
             module = f"`{module}`"
         add(
             f"| {CANDIDATES[cand]} | {info.get('version', '-')} | {module or '-'} | "
-            f"{COMPRESSION[cand]} | {info.get('extensions', '-')} |"
+            f"{COMPRESSION[role][cand]} | {info.get('extensions', '-')} |"
         )
+    add("")
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    meta = report["meta"]
+    out: list[str] = []
+    add = out.append
+    add("# simple_websocket benchmarks\n")
+    add(
+        f"`{meta['command']}` - {meta['mode']} mode, {meta['rounds']} round(s), "
+        f"{meta['seconds']} s measured (+{meta['warmup']} s warm-up) per run; "
+        f"{meta['date']}; commit {meta['commit']}.  "
+    )
+    add(
+        f"Python {meta['python']} on {meta['platform']}, {meta['cpus']} CPUs, "
+        f"load average {meta['loadavg_start']} -> {meta['loadavg_end']}; "
+        f"{meta['pinning']}.  "
+    )
+    add(
+        f"Scenarios: latency = one {meta['message_bytes']}-byte text message at a time; "
+        f"pipelined = {meta['pipelined_batch']} such messages in flight; mib = one 1 MiB "
+        f"binary message at a time; connections = {meta['connections']} connections "
+        f"opened at once, {meta['messages_per_connection']} round trips each, closed; "
+        f"typed = pipelined {meta['typed_bytes']}-byte JSON messages decoded into a "
+        "pydantic model."
+    )
+    add("")
+    for role in meta["roles"]:
+        _role_markdown(role, report["roles"][role], meta, add)
     failures = report["failures"]
     if failures:
-        add("")
         add("## Failures\n")
         for f in failures:
             error = " / ".join(f["error"].splitlines()[-3:])
-            add(f"- round {f['round']}, {f['scenario']}, {CANDIDATES[f['candidate']]}: {error}")
+            add(
+                f"- {f['role']} role, round {f['round']}, {f['scenario']}, "
+                f"{CANDIDATES[f['candidate']]}: {error}"
+            )
+        add("")
     notes = report["notes"]
     if notes:
-        add("")
         add("## Notes\n")
         out.extend(f"- {n}" for n in notes)
-    return "\n".join(out) + "\n"
+        add("")
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------
+# The harness.
+# ---------------------------------------------------------------------------------
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -731,7 +624,12 @@ def _pinning(no_pin: bool) -> tuple[int | None, int | None, str]:
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         return None, None, "no CPU pinning (fewer than 2 CPUs available)"
-    return cpus[0], cpus[1], f"peer pinned to CPU {cpus[0]}, clients to CPU {cpus[1]}"
+    return (
+        cpus[0],
+        cpus[1],
+        f"peer and load generator pinned to CPU {cpus[0]}, the measured candidate "
+        f"(client or server) to CPU {cpus[1]}",
+    )
 
 
 def _loadavg() -> str:
@@ -750,9 +648,13 @@ def harness_main(args: argparse.Namespace) -> int:
     if OURS not in candidates:
         candidates.insert(0, OURS)
     scenarios = _select(args.scenarios, SCENARIOS, "scenario")
+    roles = _select(args.roles, ROLES, "role")
     out_dir = Path(args.out).resolve() if args.out else DEFAULT_OUT
     out_dir.mkdir(parents=True, exist_ok=True)
-    peer_cpu, client_cpu, pinning = _pinning(args.no_pin)
+    profile_dir = Path(args.profile).resolve() if args.profile else None
+    if profile_dir is not None:
+        profile_dir.mkdir(parents=True, exist_ok=True)
+    other_cpu, measured_cpu, pinning = _pinning(args.no_pin)
     argv = ["python -m benchmarks.run", *sys.argv[1:]]
 
     meta: dict[str, Any] = {
@@ -765,6 +667,10 @@ def harness_main(args: argparse.Namespace) -> int:
         "pipelined_batch": base.pipelined_batch,
         "message_bytes": len(TEXT),
         "mib_bytes": MIB,
+        "connections": CONNECTIONS,
+        "messages_per_connection": MESSAGES_PER_CONNECTION,
+        "typed_bytes": len(typed_sample()[1]),
+        "roles": roles,
         "candidates": candidates,
         "scenarios": scenarios,
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -776,72 +682,96 @@ def harness_main(args: argparse.Namespace) -> int:
         "loadavg_start": _loadavg(),
     }
     notes: list[str] = []
+    if profile_dir is not None:
+        notes.append(f"profiled run (cProfile, ours only, into {profile_dir}): rates are distorted")
     broken: dict[str, str] = {}  # candidate -> reason it cannot run at all
-    if "simple-websocket-1.1.0" in candidates:
+    if SW11 in candidates:
         error = _ensure_sw11()
         if error:
-            broken["simple-websocket-1.1.0"] = error
+            broken[SW11] = error
 
-    samples: dict[str, dict[str, list[dict[str, Any]]]] = {
-        c: {s: [] for s in scenarios} for c in candidates
+    samples: dict[str, Samples] = {
+        role: {c: {s: [] for s in scenarios if runs(c, s)} for c in candidates} for role in roles
     }
     failures: list[dict[str, Any]] = []
-    info: dict[str, dict[str, Any]] = {}
+    info: dict[str, dict[str, dict[str, Any]]] = {role: {} for role in roles}
     limit = base.warmup + base.seconds + 25
     (out_dir / "peer.log").unlink(missing_ok=True)
-    peer = Peer(peer_cpu, out_dir / "peer.log")
+    server_log = out_dir / "servers.log"
+    server_log.unlink(missing_ok=True)
+    peer = Peer(other_cpu, out_dir / "peer.log")
     started = time.perf_counter()
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        peer.start()
-        meta["peer"] = dict(peer.info)
+        if "client" in roles:
+            peer.start()
+            meta["peer"] = dict(peer.info)
         for rnd in range(rounds):
             shift = rnd % len(candidates)
             order = candidates[shift:] + candidates[:shift]
-            for scen in scenarios:
-                for cand in order:
-                    if cand in broken:
-                        result = {"ok": False, "error": broken[cand]}
-                    else:
-                        if not peer.alive():
-                            notes.append(f"the peer died before round {rnd + 1}; restarted")
-                            peer.stop()
-                            peer.start()
-                        url = peer.tcp_url if cand == "raw-tcp" else peer.ws_url
-                        cmd = [sys.executable, "-m", "benchmarks.run"]
-                        cmd += ["--worker", cand, scen, "--url", url]
-                        cmd += ["--seconds", str(base.seconds)]
-                        cmd += ["--warmup", str(base.warmup)]
-                        cmd += ["--latency-batch", str(base.latency_batch)]
-                        cmd += ["--pipelined-batch", str(base.pipelined_batch)]
-                        cmd += ["--sw11-dir", str(SW11_DIR)]
-                        if client_cpu is not None:
-                            cmd += ["--cpu", str(client_cpu)]
-                        result = _run_worker(cmd, limit)
-                    result["round"] = rnd + 1
-                    samples[cand][scen].append(result)
-                    tag = f"[round {rnd + 1}/{rounds}] {scen:<9} {CANDIDATES[cand]:<24}"
-                    if result.get("ok"):
-                        info.setdefault(
-                            cand, {k: result[k] for k in ("version", "module", "extensions")}
-                        )
-                        _log(f"{tag} {_fmt(result['rate']):>10} {SCENARIOS[scen]}")
-                        if result.get("close_error"):
-                            notes.append(
-                                f"{CANDIDATES[cand]} ({scen}, round {rnd + 1}) "
-                                f"failed to close: {result['close_error']}"
+            for role in roles:
+                for scen in scenarios:
+                    for cand in order:
+                        if not runs(cand, scen):
+                            continue
+                        profile = None
+                        if profile_dir is not None:
+                            if cand not in (OURS, MANUAL):
+                                continue
+                            profile = profile_dir / f"{role}-{scen}-{cand}-r{rnd + 1}.pstats"
+                        if cand in broken:
+                            result = {"ok": False, "error": broken[cand]}
+                        elif role == "client":
+                            if not peer.alive():
+                                notes.append(f"the peer died before round {rnd + 1}; restarted")
+                                peer.stop()
+                                peer.start()
+                            result = _measure_client(
+                                cand, scen, peer, base, measured_cpu, limit, profile
                             )
-                    else:
-                        first = result["error"].splitlines()[0] if result["error"] else ""
-                        _log(f"{tag} FAILED: {first}")
-                        failures.append(
-                            {
-                                "round": rnd + 1,
-                                "scenario": scen,
-                                "candidate": cand,
-                                "error": result["error"],
-                            }
+                        else:
+                            result = _measure_server(
+                                cand,
+                                scen,
+                                base,
+                                measured_cpu,
+                                other_cpu,
+                                limit,
+                                server_log,
+                                profile,
+                            )
+                        result["round"] = rnd + 1
+                        samples[role][cand][scen].append(result)
+                        tag = (
+                            f"[round {rnd + 1}/{rounds}] {role:<6} {scen:<11} "
+                            f"{CANDIDATES[cand]:<24}"
                         )
+                        if result.get("ok"):
+                            info[role].setdefault(
+                                cand,
+                                {
+                                    k: result.get(k, "-")
+                                    for k in ("version", "module", "extensions")
+                                },
+                            )
+                            _log(f"{tag} {_fmt(result['rate']):>10} {SCENARIOS[scen]}")
+                            if result.get("close_error"):
+                                notes.append(
+                                    f"{CANDIDATES[cand]} ({role} role, {scen}, round "
+                                    f"{rnd + 1}) failed to close: {result['close_error']}"
+                                )
+                        else:
+                            first = result["error"].splitlines()[0] if result["error"] else ""
+                            _log(f"{tag} FAILED: {first}")
+                            failures.append(
+                                {
+                                    "role": role,
+                                    "round": rnd + 1,
+                                    "scenario": scen,
+                                    "candidate": cand,
+                                    "error": result["error"],
+                                }
+                            )
     except KeyboardInterrupt:
         notes.append("interrupted: the results are partial")
         _log("interrupted; writing partial results")
@@ -851,21 +781,19 @@ def harness_main(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
         peer.stop()
-    meta.setdefault("peer", {})
     meta["peer_starts"] = peer.starts
     meta["loadavg_end"] = _loadavg()
     meta["wall_s"] = round(time.perf_counter() - started, 1)
 
-    summary = _summarize(samples)
-    report = {
-        "meta": meta,
-        "candidates": info,
-        "summary": summary,
-        "ratios": _ratios(summary),
-        "failures": failures,
-        "notes": notes,
-        "samples": samples,
-    }
+    report: dict[str, Any] = {"meta": meta, "roles": {}, "failures": failures, "notes": notes}
+    for role in roles:
+        summary = _summarize(samples[role])
+        report["roles"][role] = {
+            "candidates": info[role],
+            "summary": summary,
+            "ratios": _ratios(summary),
+            "samples": samples[role],
+        }
     markdown = _markdown(report)
     (out_dir / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     (out_dir / "results.md").write_text(markdown)
@@ -888,7 +816,7 @@ def _select(value: str | None, known: dict[str, str], what: str) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.run",
-        description="Benchmark simple_websocket's client against other clients.",
+        description="Benchmark simple_websocket's client and server against other libraries.",
     )
     parser.add_argument("--quick", action="store_true", help="short runs, 2 rounds")
     parser.add_argument(
@@ -905,8 +833,17 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help=f"comma-separated subset of: {', '.join(SCENARIOS)}",
     )
+    parser.add_argument(
+        "--roles", default=None, help=f"comma-separated subset of: {', '.join(ROLES)}"
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not pin CPUs")
-    # Internal: run one measurement in this process and print one JSON line.
+    parser.add_argument(
+        "--profile",
+        default=None,
+        metavar="DIR",
+        help="run only ours, under cProfile, writing .pstats files into DIR",
+    )
+    # Internal: run one client-role measurement in this process, print one JSON line.
     parser.add_argument(
         "--worker", nargs=2, metavar=("CANDIDATE", "SCENARIO"), help=argparse.SUPPRESS
     )
@@ -925,6 +862,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         if not args.url:
             parser.error("--worker needs --url")
+        from .clients import worker_main
+
         return worker_main(args)
     return harness_main(args)
 

@@ -5,12 +5,34 @@ it returns whole messages (``str`` for text, ``bytes`` for binary), queues the b
 that must be written back (pongs, the answer to a close frame, the close frame that
 fails the connection on a protocol error) and tracks the closing handshake. This is
 the one place where wsproto's events and errors are turned into this package's.
+
+Fast paths. wsproto stays the protocol core, but the two things a connection does
+most, framing an outgoing message and parsing an incoming one, go around its
+per-frame machinery when no extension is in use (no permessage-deflate):
+
+* :meth:`Protocol.send` builds the frame of a data message itself: the same header
+  wsproto writes, and for a client the payload masked with a fresh random key. The
+  frame is byte for byte the one wsproto would produce with that key.
+* :meth:`Protocol.receive_data` parses unfragmented text and binary frames itself
+  (masked from a client, unmasked from a server), validating UTF-8 as wsproto does.
+  Every other frame goes to wsproto: a well-formed control frame is handed over on
+  its own (wsproto then processes it exactly as if it had seen all the bytes), and
+  anything else (fragments, reserved bits or opcodes, a wrong mask bit, a needlessly
+  long length encoding, a message over ``max_message_size``, invalid UTF-8) hands
+  wsproto the rest of the bytes, so that errors produce the same close frame as
+  before. Bytes go back to the fast path once wsproto has nothing buffered.
+
+The messages, their order, the bytes written back and the close codes are the same
+as wsproto's in every case; :attr:`Protocol.fast_path` turns the fast paths off.
 """
 
 from __future__ import annotations
 
+import codecs
 import enum
-from collections.abc import Callable, Sequence
+import os
+import struct
+from collections.abc import Callable, Iterator, Sequence
 
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import (
@@ -40,6 +62,150 @@ class State(enum.Enum):
     CLOSED = 3
 
 
+# -- framing helpers -------------------------------------------------------------------
+
+#: Payloads shorter than this are masked through ``int`` (fastest for small sizes),
+#: longer ones with ``bytes.translate`` on the four byte lanes.
+_SMALL_MASK = 512
+_XOR_TABLES = [bytes(a ^ b for a in range(256)) for b in range(256)]
+_HEADER16 = struct.Struct("!BBH").pack
+_HEADER64 = struct.Struct("!BBQ").pack
+#: Binary frames up to this size that arrive over several reads are collected in one
+#: buffer (see ``_take_buffer``), larger ones as a list of chunks.
+_DIRECT_MAX = 4 * 1024 * 1024
+#: Collection buffers kept for reuse: fresh large allocations cost a page fault
+#: per 4 KiB the first time they are written, which is most of the cost of
+#: receiving a large message. At most this many (of at most ``_DIRECT_MAX`` bytes)
+#: are kept, shared by the whole process (``list.pop`` and ``append`` are atomic).
+_POOL_SIZE = 2
+_pool: list[bytearray] = []
+#: Masking keys are taken from this many random bytes at a time.
+_KEY_POOL = 4096
+
+_OPEN = ConnectionState.OPEN
+_FIN_TEXT = 0x81  # FIN + text, no reserved bit
+_FIN_BINARY = 0x82  # FIN + binary
+#: FIN + close, ping or pong: control frames that are handed to wsproto one by one.
+_CONTROL = frozenset((0x88, 0x89, 0x8A))
+_utf8_decoder = codecs.getincrementaldecoder("utf-8")
+
+
+#: Payload size -> (``0x...0000000100000001``, ``2 ** (8 * size) - 1``): multiplying a
+#: 32-bit key by the first repeats it over the payload (only small sizes get here).
+_REPEAT: dict[int, tuple[int, int]] = {}
+
+
+def _mask_small(key: bytes, data: bytes | bytearray) -> bytes:
+    """XOR ``data`` with the repeated 4-byte ``key`` (RFC 6455 5.3), as new bytes."""
+    n = len(data)
+    if not n:
+        return b""
+    try:
+        repeat, full = _REPEAT[n]
+    except KeyError:
+        repeat = sum(1 << (32 * i) for i in range((n + 3) // 4))
+        full = (1 << (8 * n)) - 1
+        if n < _SMALL_MASK:
+            _REPEAT[n] = repeat, full
+    mask = int.from_bytes(key, "little") * repeat
+    return ((int.from_bytes(data, "little") ^ mask) & full).to_bytes(n, "little")
+
+
+def _mask_into(buf: bytearray, start: int, key: bytes, end: int | None = None) -> None:
+    """XOR ``buf[start:end]`` in place with the repeated 4-byte ``key``."""
+    for lane in range(4):
+        i = start + lane
+        buf[i:end:4] = buf[i:end:4].translate(_XOR_TABLES[key[lane]])
+
+
+def _take_buffer(size: int) -> bytearray:
+    """A buffer of at least ``size`` bytes, reused if one is free."""
+    try:
+        buf = _pool.pop()
+    except IndexError:
+        return bytearray(size)
+    return buf if len(buf) >= size else bytearray(size)
+
+
+def _give_back(buf: bytearray) -> None:
+    if len(_pool) < _POOL_SIZE:
+        _pool.append(buf)
+
+
+def _unmask(key: bytes, data: bytes | bytearray | memoryview) -> bytes | bytearray:
+    """Return ``data`` XORed with ``key`` (a new object; ``data`` is left as it is)."""
+    if len(data) < _SMALL_MASK:
+        return _mask_small(key, bytes(data) if isinstance(data, memoryview) else data)
+    buf = bytearray(data)
+    _mask_into(buf, 0, key)
+    return buf
+
+
+def _masked_chunks(
+    head: bytes, view: memoryview, key: bytes, size: int
+) -> Iterator[bytes | bytearray | memoryview]:
+    """``head`` and the masked ``view``, ``size`` (a multiple of 4) bytes at a time."""
+    first = bytearray(head)
+    first += view[:size]
+    _mask_into(first, len(head), key)
+    yield first
+    for start in range(size, len(view), size):
+        chunk = bytearray(view[start : start + size])
+        _mask_into(chunk, 0, key)
+        yield chunk
+
+
+def _complete(partial: _Partial) -> bytes:
+    """The payload of a binary frame collected over several reads, unmasked."""
+    key = partial.key
+    buf = partial.buf
+    if buf is None:
+        if key is None:
+            return b"".join(partial.chunks)
+        joined = bytearray().join(partial.chunks)
+        _mask_into(joined, 0, key)
+        return bytes(joined)
+    partial.buf = None
+    length = partial.filled
+    if key is not None:
+        _mask_into(buf, 0, key, length)
+    with memoryview(buf) as view:
+        payload = view[:length].tobytes()
+    _give_back(buf)
+    return payload
+
+
+def _header(first: int, mask_bit: int, n: int) -> bytes:
+    if n < 126:
+        return bytes((first, mask_bit | n))
+    if n < 65536:
+        return _HEADER16(first, mask_bit | 126, n)
+    return _HEADER64(first, mask_bit | 127, n)
+
+
+class _Partial:
+    """An unfragmented data frame whose payload arrives over several reads."""
+
+    __slots__ = ("binary", "buf", "chunks", "decoder", "filled", "key", "need", "offset", "parts")
+
+    def __init__(self, binary: bool, key: bytes | None, need: int) -> None:
+        self.binary = binary
+        self.key = key
+        #: Payload bytes still to come.
+        self.need = need
+        #: Binary, up to ``_DIRECT_MAX`` bytes: a buffer for the payload (reads can
+        #: go straight into it, see ``Protocol.receive_buffer``), filled so far.
+        self.buf = _take_buffer(need) if binary and need <= _DIRECT_MAX else None
+        self.filled = 0
+        #: Binary, larger: the raw (still masked) chunks.
+        self.chunks: list[bytes | memoryview] = []
+        #: Text: the chunks decoded so far (UTF-8 is checked as it arrives, as wsproto
+        #: does) and the payload offset of the next chunk (for the masking key).
+        self.parts: list[str] = []
+        self.decoder = None if binary else _utf8_decoder()
+        self.offset = 0
+
+
 class Protocol:
     """A WebSocket connection's protocol state, fed with bytes.
 
@@ -49,6 +215,12 @@ class Protocol:
         max_message_size: Largest incoming message in bytes, or ``None``. A larger
             message fails the connection with close code 1009.
         clock: Returns the current time in seconds; used for ping round-trip times.
+
+    Attributes:
+        fast_path: ``True`` when data frames are framed and parsed without going
+            through wsproto's per-frame code (no extension in use). Setting it to
+            ``False`` (before any byte was fed) sends everything through wsproto;
+            the results are the same.
     """
 
     def __init__(
@@ -88,6 +260,28 @@ class Protocol:
         self.latency: float | None = None
         #: Payloads of pongs received since the last call of :meth:`take_pongs`.
         self._pongs: list[bytes] = []
+        # Fast path state: received bytes not parsed yet (``_rbuf[_rpos:]``: an
+        # incomplete frame, or frames left by ``max_messages``), and the data frame
+        # being collected over several reads.
+        self._rbuf = b""
+        self._rpos = 0
+        self._partial: _Partial | None = None
+        # True once bytes were handed to wsproto, until it holds nothing any more.
+        self._wsproto_busy = False
+        self._keys = b""
+        self._key_pos = 0
+        self.fast_path = False
+        try:
+            frames = self._conn._proto
+            self._frame_decoder = frames._frame_decoder
+            self._message_decoder = frames._message_decoder
+            # The wsproto internals the fast paths rely on (wsproto 1.2 and 1.3).
+            _ = (self._frame_decoder.header, self._frame_decoder.buffer.buffer)
+            _ = (self._message_decoder.opcode, frames._outbound_opcode)
+            _ = (self._conn._events, self._conn._state)
+            self.fast_path = not frames.extensions
+        except AttributeError:  # pragma: no cover - another wsproto
+            pass
 
     # -- receiving ---------------------------------------------------------------
 
@@ -112,12 +306,44 @@ class Protocol:
         if self.state is State.CLOSED or (self.failed and data is not None):
             return []
         conn = self._conn
-        if data is None:
-            conn.receive_data(None)
-        elif data and conn.state is not ConnectionState.CLOSED:
-            conn.receive_data(data)
         self._stalled = False
         messages: list[str | bytes] = []
+        if data is None:
+            # Like wsproto, which ignores what it buffered: an incomplete frame, or
+            # frames a max_messages stall left, are dropped at EOF.
+            self._rbuf = b""
+            self._rpos = 0
+            self._partial = None
+            conn.receive_data(None)
+        else:
+            if self.fast_path:
+                if self._wsproto_busy:
+                    # wsproto took over: the fast path resumes once it holds nothing.
+                    self._wsproto_busy = not self._wsproto_idle()
+                if not self._wsproto_busy:
+                    rest = self._receive_fast(data, messages, max_messages)
+                    if not rest:
+                        return messages
+                    data = rest
+                    self._wsproto_busy = True
+            if data and conn.state is not ConnectionState.CLOSED:
+                conn.receive_data(data)
+        self._process_events(messages, max_messages)
+        return messages
+
+    def _wsproto_idle(self) -> bool:
+        """``True`` when wsproto holds no bytes and no message in progress."""
+        decoder = self._frame_decoder
+        return (
+            decoder.header is None
+            and not decoder.buffer.buffer
+            and self._message_decoder.opcode is None
+            and not self._conn._events
+        )
+
+    def _process_events(self, messages: list[str | bytes], max_messages: int | None) -> None:
+        """Turn wsproto's pending events into messages, pongs and state changes."""
+        conn = self._conn
         for event in conn.events():
             if isinstance(event, (TextMessage, BytesMessage)):
                 self._on_message(event, messages)
@@ -134,7 +360,204 @@ class Protocol:
             elif isinstance(event, CloseConnection):
                 self._on_close(event)
                 break
-        return messages
+
+    def _receive_fast(
+        self, data: bytes, messages: list[str | bytes], max_messages: int | None
+    ) -> bytes:
+        """Parse what the fast path can; return the bytes left for wsproto.
+
+        Only bytes that wsproto would hold too are kept for the next call (an
+        incomplete header, mask key or control frame; frames left by
+        ``max_messages``); a frame that is not a fast one is handed over as soon as
+        its first two bytes tell, so that wsproto fails bad frames as early as it
+        would have. ``b""`` means nothing is left for wsproto.
+        """
+        if type(data) is not bytes:
+            data = bytes(data)
+        i = 0
+        partial = self._partial
+        if partial is not None:
+            i = self._collect(partial, data, messages)
+            if i < 0 or self.failed:
+                return b""  # still incomplete, or invalid UTF-8 failed the connection
+            if max_messages is not None and len(messages) >= max_messages:
+                self._keep(data, i, True)
+                return b""
+        buf = data
+        if self._rbuf:
+            buf, i = self._rbuf, self._rpos
+            self._rbuf, self._rpos = b"", 0
+            if data:
+                buf = buf[i:] + data
+                i = 0
+        n = len(buf)
+        mask_bit = 0 if self.client else 0x80
+        limit = self.max_message_size
+        append = messages.append
+        while n - i >= 2:
+            first = buf[i]
+            second = buf[i + 1]
+            if second & 0x80 != mask_bit:
+                return buf[i:]  # wrong masking: wsproto fails the connection
+            length = second & 0x7F
+            if first in (0x81, 0x82):  # FIN + text or binary, no reserved bit
+                head = i + 2
+                if length == 126:
+                    head = i + 4
+                    if head > n:
+                        break
+                    length = (buf[i + 2] << 8) | buf[i + 3]
+                    if length < 126:
+                        return buf[i:]  # needlessly long length: protocol error
+                elif length == 127:
+                    head = i + 10
+                    if head > n:
+                        break
+                    length = int.from_bytes(buf[i + 2 : head], "big")
+                    if length < 65536 or length >> 63:
+                        return buf[i:]
+                if limit is not None and length > limit:
+                    return buf[i:]  # wsproto fails it with 1009 as it arrives
+                key = None
+                if mask_bit:
+                    if head + 4 > n:
+                        break
+                    key = buf[head : head + 4]
+                    head += 4
+                end = head + length
+                if end > n:
+                    # The payload goes on in later reads: collect it.
+                    partial = _Partial(first == _FIN_BINARY, key, length)
+                    self._partial = partial
+                    with memoryview(buf) as view:
+                        self._collect(partial, view[head:], messages)
+                    return b""
+                if key is None:
+                    payload: bytes | bytearray = buf[head:end]
+                elif length < _SMALL_MASK:
+                    payload = _mask_small(key, buf[head:end])
+                else:
+                    payload = bytearray(memoryview(buf)[head:end])
+                    _mask_into(payload, 0, key)
+                if first == _FIN_TEXT:
+                    try:
+                        append(payload.decode("utf-8"))
+                    except UnicodeDecodeError:
+                        return buf[i:]  # wsproto fails it with 1007 (same reason)
+                else:
+                    append(payload if type(payload) is bytes else bytes(payload))
+                i = end
+                if max_messages is not None and len(messages) >= max_messages:
+                    self._keep(buf, i, True)
+                    return b""
+            elif first in _CONTROL and length <= 125:
+                end = i + 2 + length + (4 if mask_bit else 0)
+                if end > n:
+                    break
+                # One whole control frame: wsproto processes it on its own and is
+                # idle again afterwards.
+                self._conn.receive_data(buf[i:end])
+                i = end
+                self._process_events(messages, max_messages)
+                if self.state is State.CLOSED:
+                    return b""
+            else:
+                return buf[i:]  # fragments, reserved bits or opcodes: wsproto
+        self._keep(buf, i, False)
+        return b""
+
+    def _keep(self, buf: bytes, pos: int, stalled: bool) -> None:
+        """Keep ``buf[pos:]`` for the next call (without copying it now).
+
+        ``stalled``: ``max_messages`` was reached (set even when nothing is left,
+        as the wsproto path does).
+        """
+        if pos < len(buf):
+            self._rbuf = buf
+            self._rpos = pos
+        if stalled:
+            self._stalled = True
+
+    def _collect(
+        self, partial: _Partial, data: bytes | memoryview, messages: list[str | bytes]
+    ) -> int:
+        """Add ``data`` to a frame in progress.
+
+        Returns the position in ``data`` after the frame once it is complete (the
+        message is then appended to ``messages``), or -1 while it is not.
+        """
+        take = min(partial.need, len(data))
+        chunk = data if take == len(data) else data[:take]
+        partial.need -= take
+        if partial.binary:
+            if partial.buf is not None:
+                filled = partial.filled
+                partial.buf[filled : filled + take] = chunk
+                partial.filled = filled + take
+            elif chunk:
+                partial.chunks.append(chunk)
+            if partial.need:
+                return -1
+            self._partial = None
+            messages.append(_complete(partial))
+            return take
+        key = partial.key
+        if key is not None and chunk:
+            rotate = partial.offset & 3
+            if rotate:
+                key = key[rotate:] + key[:rotate]
+            partial.offset += take
+            chunk = _unmask(key, chunk)  # type: ignore[assignment]
+        assert partial.decoder is not None
+        final = not partial.need
+        try:
+            text = partial.decoder.decode(chunk, final)
+        except UnicodeDecodeError as exc:
+            # What wsproto does with invalid UTF-8 in a frame as it arrives.
+            self._partial = None
+            self.fail(CloseCode.INVALID_FRAME_PAYLOAD_DATA, str(exc))
+            return take
+        if text:
+            partial.parts.append(text)
+        if not final:
+            return -1
+        self._partial = None
+        parts = partial.parts
+        messages.append(parts[0] if len(parts) == 1 else "".join(parts))
+        return take
+
+    def receive_buffer(self) -> memoryview | None:
+        """Where the next bytes received may be read to directly, or ``None``.
+
+        While a binary frame of up to 4 MiB arrives over several reads, this is
+        the rest of its payload's buffer: reading into it, then calling
+        :meth:`receive_buffer_updated`, saves copying every read (and joining them).
+        At most the bytes of that payload fit in it, and it may only be written
+        until that call. ``None`` otherwise: pass the bytes to :meth:`receive_data`.
+        """
+        partial = self._partial
+        if partial is None or partial.buf is None or self.state is State.CLOSED:
+            return None
+        return memoryview(partial.buf)[partial.filled : partial.filled + partial.need]
+
+    def receive_buffer_updated(
+        self, nbytes: int, max_messages: int | None = None
+    ) -> list[str | bytes]:
+        """Account for ``nbytes`` read into :meth:`receive_buffer`.
+
+        Returns:
+            The message completed by these bytes, if any (as :meth:`receive_data`).
+        """
+        partial = self._partial
+        if partial is None or partial.buf is None or not 0 < nbytes <= partial.need:
+            raise ValueError("no read into receive_buffer() to account for")
+        self._stalled = False
+        partial.filled += nbytes
+        partial.need -= nbytes
+        if partial.need:
+            return []
+        self._partial = None
+        return [_complete(partial)]
 
     @property
     def stalled(self) -> bool:
@@ -211,11 +634,93 @@ class Protocol:
         Raises:
             ConnectionClosed: The connection is closing or closed.
         """
+        frame = self.send_frame(data)
+        return frame if type(frame) is bytes else bytes(frame)
+
+    def send_frame(self, data: str | bytes | bytearray | memoryview) -> bytes | bytearray:
+        """Like :meth:`send`, but the frame may be a ``bytearray`` (saves a copy).
+
+        Raises:
+            ConnectionClosed: The connection is closing or closed.
+        """
         if self.state is not State.OPEN:
             raise self.closed_error()
+        conn = self._conn
+        if (
+            not self.fast_path
+            or conn._state is not _OPEN
+            or conn._proto._outbound_opcode is not None
+        ):
+            if isinstance(data, str):
+                return conn.send(TextMessage(data=data))
+            return conn.send(BytesMessage(data=bytes(data)))
         if isinstance(data, str):
-            return bytes(self._conn.send(TextMessage(data=data)))
-        return bytes(self._conn.send(BytesMessage(data=bytes(data))))
+            payload: bytes | bytearray = data.encode("utf-8")
+            first = _FIN_TEXT
+        else:
+            payload = data if isinstance(data, (bytes, bytearray)) else bytes(data)
+            first = _FIN_BINARY
+        n = len(payload)
+        if not self.client:
+            return _header(first, 0, n) + payload
+        key = self._mask_key()
+        if n < _SMALL_MASK:
+            return _header(first, 0x80, n) + key + _mask_small(key, payload)
+        frame = bytearray(_header(first, 0x80, n))
+        frame += key
+        start = len(frame)
+        frame += payload
+        _mask_into(frame, start, key)
+        return frame
+
+    def send_chunks(
+        self, data: str | bytes | bytearray | memoryview, chunk_size: int = 64 * 1024
+    ) -> Iterator[bytes | bytearray | memoryview]:
+        """Return the frame of one message in pieces, to be written in order.
+
+        Joined, the pieces are the frame :meth:`send` returns (with the same
+        masking key), but a large message costs fewer copies: a server's payload
+        is not copied behind the header, and a client masks it ``chunk_size`` bytes
+        at a time as the pieces are taken, so that the first ones can be on their
+        way while the rest is masked. Take every piece before sending anything else.
+
+        Raises:
+            ConnectionClosed: The connection is closing or closed.
+        """
+        if chunk_size <= 0 or chunk_size % 4:
+            raise ValueError("chunk_size must be a positive multiple of 4")
+        if self.state is not State.OPEN:
+            raise self.closed_error()
+        conn = self._conn
+        if (
+            isinstance(data, str)
+            or len(data) <= chunk_size
+            or not self.fast_path
+            or conn._state is not _OPEN
+            or conn._proto._outbound_opcode is not None
+        ):
+            return iter((self.send_frame(data),))
+        view = memoryview(data)
+        if view.itemsize != 1 or not view.c_contiguous:
+            view = memoryview(bytes(view))
+        n = len(view)
+        if not self.client:
+            return iter((_header(_FIN_BINARY, 0, n) + view[:chunk_size], view[chunk_size:]))
+        key = self._mask_key()
+        return _masked_chunks(_header(_FIN_BINARY, 0x80, n) + key, view, key, chunk_size)
+
+    def _mask_key(self) -> bytes:
+        """A fresh random masking key (from a pool of ``os.urandom`` bytes).
+
+        The first pool is small (most connections send few messages), the next
+        ones ``_KEY_POOL`` bytes.
+        """
+        pos = self._key_pos
+        if pos >= len(self._keys):
+            self._keys = os.urandom(_KEY_POOL if self._keys else 64)
+            pos = 0
+        self._key_pos = pos + 4
+        return self._keys[pos : pos + 4]
 
     def ping(self, payload: bytes | None = None) -> tuple[bytes, bytes]:
         """Return ``(payload, frame)`` for a ping whose round trip is timed.

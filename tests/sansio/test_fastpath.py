@@ -1,0 +1,827 @@
+"""The sans-I/O core's fast paths give exactly what wsproto gives.
+
+``Protocol`` frames outgoing data messages and parses incoming unfragmented data
+frames itself when no extension is in use, and hands everything else to wsproto.
+Every test here runs the same input through a ``Protocol`` with the fast paths and
+one with ``fast_path = False`` (everything through wsproto) and compares the
+results: the frames sent (byte for byte, with the same masking keys), and for
+received bytes, call by call, the messages (with their types), the bytes to write
+back, ``stalled``, the state and the close code and reason. Frames are built by the
+independent encoder of ``tests/asyncio/rawpeer.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import struct
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from wsproto.extensions import PerMessageDeflate
+
+from simple_websocket.asyncio.connection import Connection
+from simple_websocket.errors import ConnectionClosed
+from simple_websocket.sansio import protocol as protocol_module
+from simple_websocket.sansio.protocol import Protocol, State
+
+from ..asyncio.rawpeer import BINARY, CLOSE, CONT, PING, PONG, TEXT, apply_mask, encode_frame
+
+SIZES = [0, 1, 2, 3, 4, 5, 7, 64, 125, 126, 127, 511, 512, 513, 1000, 4099]
+SIZES += [65535, 65536, 65537, 70001, (1 << 17) + 3]
+
+
+class KeyStream:
+    """A stand-in for ``os.urandom``: the same deterministic bytes for each seed.
+
+    The fast path draws masking keys from a pool (``os.urandom(4096)``) and wsproto
+    calls ``os.urandom(4)`` per frame; both read the same stream, so the n-th frame
+    gets the same key either way.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+
+    def __call__(self, n: int) -> bytes:
+        return self.rng.randbytes(n)
+
+
+@pytest.fixture
+def keys(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
+    """``keys(seed)`` restarts the masking-key stream."""
+
+    def restart(seed: int) -> None:
+        monkeypatch.setattr(os, "urandom", KeyStream(seed))
+
+    return restart
+
+
+def protocols(client: bool, **options: Any) -> tuple[Protocol, Protocol]:
+    """``(fast, wsproto_only)``: two fresh protocols with the same options."""
+    fast = Protocol(client, **options)
+    slow = Protocol(client, **options)
+    slow.fast_path = False
+    assert fast.fast_path
+    return fast, slow
+
+
+def payload_for(size: int, seed: int, text: bool) -> str | bytes:
+    rng = random.Random(seed * 7919 + size)
+    if not text:
+        return rng.randbytes(size)
+    alphabet = "abc xyz 012 é € 𝄞 \u00ff\u0100\u07ff\u0800\uffff"
+    chars: list[str] = []
+    total = 0
+    while total < size:
+        c = rng.choice(alphabet)
+        chars.append(c)
+        total += len(c.encode())
+    return "".join(chars)
+
+
+def decode_frames(data: bytes, masked: bool) -> list[tuple[int, bool, bytes]]:
+    """Parse frames independently: ``(opcode, fin, unmasked payload)`` each."""
+    frames = []
+    i = 0
+    while i < len(data):
+        first, second = data[i], data[i + 1]
+        assert bool(second & 0x80) == masked
+        assert not first & 0x70, "reserved bits set"
+        n = second & 0x7F
+        i += 2
+        if n == 126:
+            (n,) = struct.unpack("!H", data[i : i + 2])
+            assert n >= 126
+            i += 2
+        elif n == 127:
+            (n,) = struct.unpack("!Q", data[i : i + 8])
+            assert n >= 65536
+            i += 8
+        key = None
+        if masked:
+            key = data[i : i + 4]
+            i += 4
+        payload = data[i : i + n]
+        assert len(payload) == n
+        i += n
+        frames.append(
+            (first & 0x0F, bool(first & 0x80), apply_mask(key, payload) if key else payload)
+        )
+    return frames
+
+
+# -- sending ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("client", [True, False], ids=["client", "server"])
+@pytest.mark.parametrize("kind", ["text", "bytes", "bytearray", "memoryview"])
+@pytest.mark.parametrize("size", SIZES)
+def test_frames_are_byte_identical(
+    keys: Callable[[int], None], client: bool, kind: str, size: int
+) -> None:
+    data: Any = payload_for(size, 1, kind == "text")
+    if kind == "bytearray":
+        data = bytearray(data)
+    elif kind == "memoryview":
+        data = memoryview(b"<" + bytes(data) + b">")[1:-1]
+    fast, slow = protocols(client)
+    keys(size)
+    ours = [fast.send(data), fast.send(data)]
+    keys(size)
+    theirs = [slow.send(data), slow.send(data)]
+    assert all(type(f) is bytes for f in ours)
+    assert ours == theirs
+    expected = data.encode() if isinstance(data, str) else bytes(data)
+    opcode = TEXT if isinstance(data, str) else BINARY
+    assert decode_frames(b"".join(ours), masked=client) == [(opcode, True, expected)] * 2
+    if client and size >= 4:
+        # A fresh key for every frame.
+        assert ours[0] != ours[1]
+
+
+def test_send_frame_may_be_a_bytearray_with_the_same_bytes(keys: Callable[[int], None]) -> None:
+    fast, slow = protocols(True)
+    data = os.urandom(5000)
+    keys(3)
+    frame = fast.send_frame(data)
+    keys(3)
+    assert bytes(frame) == slow.send(data)
+
+
+@pytest.mark.parametrize("client", [True, False], ids=["client", "server"])
+@pytest.mark.parametrize("size", [0, 5, 4096, 4097, 65536, 65537, 300_001])
+@pytest.mark.parametrize("kind", ["text", "bytes", "bytearray", "memoryview", "strided"])
+def test_chunks_join_into_the_same_frame(
+    keys: Callable[[int], None], client: bool, size: int, kind: str
+) -> None:
+    raw = payload_for(size, 4, kind == "text")
+    data: Any = raw
+    if kind == "bytearray":
+        data = bytearray(raw)
+    elif kind == "memoryview":
+        data = memoryview(raw)  # type: ignore[arg-type]
+    elif kind == "strided":
+        data = memoryview(bytes(raw) * 2)[::2]  # type: ignore[arg-type]
+    fast, slow = protocols(client)
+    keys(size)
+    pieces = list(fast.send_chunks(data, chunk_size=4096))
+    keys(size)
+    assert b"".join(pieces) == slow.send(data)
+    if size > 4096 and kind != "text":
+        assert len(pieces) > 1
+        assert all(len(p) <= 4096 + 14 for p in pieces[:-1]) or not client
+
+
+def test_chunks_check_their_size_and_the_state() -> None:
+    proto = Protocol(True)
+    with pytest.raises(ValueError):
+        proto.send_chunks(b"x", chunk_size=6)
+    proto.close()
+    with pytest.raises(ConnectionClosed):
+        proto.send_chunks(b"x" * 100_000)
+
+
+def test_non_bytes_are_sent_as_wsproto_would(keys: Callable[[int], None]) -> None:
+    fast, slow = protocols(False)
+    for value in (memoryview(b"abcd").cast("I"), bytearray(b"xyz"), memoryview(b"")):
+        assert fast.send(value) == slow.send(value)
+
+
+@pytest.mark.parametrize("client", [True, False], ids=["client", "server"])
+def test_control_frames_and_messages_keep_their_order(
+    keys: Callable[[int], None], client: bool
+) -> None:
+    fast, slow = protocols(client)
+    out = {}
+    for name, proto in (("fast", fast), ("slow", slow)):
+        keys(11)
+        frames = [proto.send("a"), proto.ping(b"p")[1], proto.send(b"b" * 300), proto.close(1001)]
+        with pytest.raises(ConnectionClosed):
+            proto.send("too late")
+        out[name] = decode_frames(b"".join(frames), masked=client)
+    assert out["fast"] == out["slow"]
+    assert [f[0] for f in out["fast"]] == [TEXT, PING, BINARY, CLOSE]
+
+
+def test_unencodable_text_raises_like_wsproto() -> None:
+    fast, slow = protocols(False)
+    for proto in (fast, slow):
+        with pytest.raises(UnicodeEncodeError):
+            proto.send("\udc80")
+
+
+@pytest.mark.parametrize("size", [0, 1, 3, 4, 5, 255, 511, 512, 513, 4096, 65536 + 3])
+def test_masking_helpers(size: int) -> None:
+    data = os.urandom(size)
+    key = os.urandom(4)
+    expected = apply_mask(key, data)
+    assert protocol_module._mask_small(key, data) == expected
+    assert bytes(protocol_module._unmask(key, data)) == expected
+    assert bytes(protocol_module._unmask(key, memoryview(data))) == expected
+    buf = bytearray(b"head" + data)
+    protocol_module._mask_into(buf, 4, key)
+    assert bytes(buf) == b"head" + expected
+
+
+def test_extensions_turn_the_fast_path_off() -> None:
+    ext = PerMessageDeflate()
+    ext.finalize(ext.offer())
+    assert not Protocol(True, [ext]).fast_path
+    server_ext = PerMessageDeflate()
+    server_ext.accept("permessage-deflate")
+    assert not Protocol(False, [server_ext]).fast_path
+    # An extension that was offered but not negotiated is not in use.
+    assert Protocol(True, [PerMessageDeflate()]).fast_path
+
+
+def test_compressed_connection_sends_and_receives_through_wsproto() -> None:
+    client_ext = PerMessageDeflate()
+    server_ext = PerMessageDeflate()
+    client_ext.finalize(server_ext.accept(client_ext.offer()) or "")
+    client = Protocol(True, [client_ext])
+    server = Protocol(False, [server_ext])
+    frame = client.send("hello " * 100)
+    assert frame[0] & 0x40, "RSV1: compressed"
+    assert server.receive_data(frame) == ["hello " * 100]
+
+
+# -- receiving ----------------------------------------------------------------------
+
+
+Transcript = list[tuple[Any, ...]]
+
+
+def transcript(
+    proto: Protocol,
+    chunks: Iterable[bytes | None],
+    max_messages: int | None = None,
+) -> Transcript:
+    """Feed ``chunks`` (``None``: EOF) and record everything observable after each call."""
+    out: Transcript = []
+
+    def record(tag: str, messages: list[str | bytes]) -> None:
+        out.append(
+            (
+                tag,
+                [(type(m).__name__, m) for m in messages],
+                proto.data_to_send(),
+                proto.stalled,
+                proto.state,
+                proto.close_code,
+                proto.close_reason,
+                proto.failed,
+                proto.close_received,
+                proto.take_pongs(),
+            )
+        )
+
+    for chunk in chunks:
+        if chunk is None:
+            proto.connection_lost()
+            record("eof", [])
+            continue
+        record("data", proto.receive_data(chunk, max_messages))
+        guard = 0
+        while max_messages is not None and proto.stalled:
+            record("more", proto.receive_data(b"", max_messages))
+            guard += 1
+            assert guard < 100_000
+    return out
+
+
+def compare(
+    client: bool,
+    stream: bytes,
+    splits: Iterable[int] | None = None,
+    max_messages: int | None = None,
+    eof: bool = False,
+    **options: Any,
+) -> Transcript:
+    """Feed ``stream`` cut at ``splits`` to both protocols; assert equal transcripts."""
+    chunks = list(cut(stream, splits))
+    if eof:
+        chunks.append(None)  # type: ignore[arg-type]
+    results = []
+    saved = os.urandom
+    try:
+        for fast in (True, False):
+            # The same masking keys for the pongs and close frames of a client.
+            os.urandom = KeyStream(99)
+            proto = Protocol(client, **options)
+            proto.fast_path = fast
+            results.append(transcript(proto, chunks, max_messages))
+    finally:
+        os.urandom = saved
+    assert results[0] == results[1]
+    return results[0]
+
+
+def cut(data: bytes, splits: Iterable[int] | None) -> Iterator[bytes]:
+    """``data`` in one piece, or cut at the given (sorted, deduplicated) offsets."""
+    if splits is None:
+        yield data
+        return
+    last = 0
+    for pos in sorted({p for p in splits if 0 < p < len(data)}):
+        yield data[last:pos]
+        last = pos
+    yield data[last:]
+
+
+def frame(client: bool, opcode: int, payload: bytes = b"", **kwargs: Any) -> bytes:
+    """A frame as the peer of a ``client`` (or server) protocol sends it."""
+    if client:
+        return encode_frame(opcode, payload, **kwargs)
+    kwargs.setdefault("mask", os.urandom(4))
+    return encode_frame(opcode, payload, **kwargs)
+
+
+def messages_of(result: Transcript) -> list[tuple[str, Any]]:
+    return [m for step in result for m in step[1]]
+
+
+def random_splits(rng: random.Random, size: int, count: int) -> list[int]:
+    return [rng.randrange(1, max(2, size)) for _ in range(count)]
+
+
+@pytest.mark.parametrize("client", [True, False], ids=["client", "server"])
+@pytest.mark.parametrize("size", SIZES)
+def test_single_messages_of_every_size(client: bool, size: int) -> None:
+    text = payload_for(size, 2, True)
+    binary = payload_for(size, 3, False)
+    assert isinstance(text, str) and isinstance(binary, bytes)
+    stream = frame(client, TEXT, text.encode()) + frame(client, BINARY, binary)
+    rng = random.Random(size)
+    for splits in (None, [len(stream) // 2], random_splits(rng, len(stream), 7)):
+        result = compare(client, stream, splits)
+        assert messages_of(result) == [("str", text), ("bytes", binary)]
+
+
+@pytest.mark.parametrize("client", [True, False], ids=["client", "server"])
+def test_many_small_messages_bytewise_and_in_pieces(client: bool) -> None:
+    rng = random.Random(5)
+    parts = []
+    expected: list[tuple[str, Any]] = []
+    for i in range(60):
+        size = rng.choice([0, 1, 5, 64, 125, 126, 300])
+        if i % 2:
+            data = rng.randbytes(size)
+            parts.append(frame(client, BINARY, data))
+            expected.append(("bytes", data))
+        else:
+            text = payload_for(size, i, True)
+            parts.append(frame(client, TEXT, text.encode()))  # type: ignore[union-attr]
+            expected.append(("str", text))
+    stream = b"".join(parts)
+    assert messages_of(compare(client, stream)) == expected
+    assert messages_of(compare(client, stream, range(len(stream)))) == expected
+    assert messages_of(compare(client, stream, random_splits(rng, len(stream), 40))) == expected
+
+
+@pytest.mark.parametrize("client", [True, False], ids=["client", "server"])
+def test_control_frames_fragments_and_close(client: bool) -> None:
+    euro = "€".encode()
+    stream = b"".join(
+        [
+            frame(client, TEXT, b"one"),
+            frame(client, PING, b"ping-1"),
+            frame(client, BINARY, b"\x00" * 200),
+            frame(client, TEXT, b"ab" + euro[:1], fin=False),
+            frame(client, PING, b"in-between"),
+            frame(client, CONT, euro[1:], fin=False),
+            frame(client, PONG, b"unsolicited"),
+            frame(client, CONT, b"cd"),
+            frame(client, TEXT, b"after fragments"),
+            frame(client, PONG, b""),
+            frame(client, BINARY, b"x" * 70000),
+            frame(client, CLOSE, struct.pack("!H", 1001) + "bye é".encode()),
+            frame(client, TEXT, b"after close: ignored"),
+        ]
+    )
+    for splits in (None, [3, 10, 50, 51, 52, 300, 70100], range(0, len(stream), 7)):
+        result = compare(client, stream, splits)
+        assert [m for _, m in messages_of(result)] == [
+            "one",
+            b"\x00" * 200,
+            "ab€cd",
+            "after fragments",
+            b"x" * 70000,
+        ]
+        last = result[-1]
+        assert (last[4], last[5], last[6]) == (State.CLOSED, 1001, "bye é")
+
+
+@pytest.mark.parametrize("client", [True, False], ids=["client", "server"])
+@pytest.mark.parametrize("max_messages", [1, 2, 3, 16])
+def test_max_messages_stalls_the_same_way(client: bool, max_messages: int) -> None:
+    stream = b"".join(frame(client, TEXT, str(i).encode() * (i % 7)) for i in range(50))
+    stream += frame(client, PING, b"p") + frame(client, BINARY, b"z" * 1000)
+    stream += b"".join(frame(client, BINARY, bytes([i])) for i in range(20))
+    for splits in (None, [100, 101, 400], range(0, len(stream), 97)):
+        result = compare(client, stream, splits, max_messages=max_messages)
+        assert all(len(step[1]) <= max_messages for step in result)
+        assert len(messages_of(result)) == 71
+
+
+@pytest.mark.parametrize("client", [True, False], ids=["client", "server"])
+def test_eof_drops_incomplete_and_stalled_frames_alike(client: bool) -> None:
+    whole = frame(client, TEXT, b"complete") + frame(client, BINARY, b"q" * 5000)
+    for cut_at in (3, 9, 20, 2000, len(whole) - 1):
+        compare(client, whole[:cut_at], eof=True)
+    many = b"".join(frame(client, TEXT, b"m") for _ in range(10))
+    result = compare(client, many, max_messages=2, eof=True)
+    assert result[-1][5] == 1006
+
+
+def feed_with_receive_buffer(proto: Protocol, stream: bytes, read_size: int) -> Transcript:
+    """Feed ``stream`` as a buffered asyncio transport would, ``read_size`` at a time.
+
+    When the protocol offers a buffer (a large binary frame in progress), the bytes
+    are read into it; otherwise they go to ``receive_data``.
+    """
+    out: Transcript = []
+    pos = 0
+    while pos < len(stream):
+        direct = proto.receive_buffer()
+        if direct is not None:
+            n = min(len(direct), read_size, len(stream) - pos)
+            direct[:n] = stream[pos : pos + n]
+            messages = proto.receive_buffer_updated(n, 4)
+        else:
+            n = min(read_size, len(stream) - pos)
+            messages = proto.receive_data(stream[pos : pos + n], 4)
+        pos += n
+        out.extend((type(m).__name__, m) for m in messages)
+        while proto.stalled:
+            out.extend((type(m).__name__, m) for m in proto.receive_data(b"", 4))
+    return out
+
+
+@pytest.mark.parametrize("client", [True, False], ids=["client", "server"])
+@pytest.mark.parametrize("read_size", [1000, 65536, 262144])
+def test_reading_into_the_payload_buffer(client: bool, read_size: int) -> None:
+    big = [os.urandom(n) for n in (70_000, 1 << 20, 300_001)]
+    stream = b"".join(
+        [
+            frame(client, BINARY, big[0]),
+            frame(client, TEXT, b"between"),
+            frame(client, BINARY, big[1]),
+            frame(client, PING, b"p"),
+            frame(client, BINARY, big[2]),
+            frame(client, TEXT, "é".encode() * 50_000),
+        ]
+    )
+    expected = [("bytes", big[0]), ("str", "between"), ("bytes", big[1])]
+    expected += [("bytes", big[2]), ("str", "é" * 50_000)]
+    fast, slow = protocols(client)
+    assert feed_with_receive_buffer(fast, stream, read_size) == expected
+    assert messages_of(transcript(slow, cut(stream, range(0, len(stream), read_size)))) == expected
+    # The pong was queued in both cases.
+    assert decode_frames(fast.data_to_send(), masked=client)[0][0] == PONG
+
+
+def test_receive_buffer_only_while_a_large_binary_frame_arrives() -> None:
+    proto = Protocol(True)
+    assert proto.receive_buffer() is None
+    with pytest.raises(ValueError):
+        proto.receive_buffer_updated(1)
+    head = encode_frame(BINARY, b"x" * 1000)
+    assert proto.receive_data(head[:100]) == []
+    direct = proto.receive_buffer()
+    assert direct is not None and len(direct) == 1000 - (100 - 4)
+    with pytest.raises(ValueError):
+        proto.receive_buffer_updated(len(direct) + 1)
+    direct[:] = head[100:]
+    assert proto.receive_buffer_updated(len(direct)) == [b"x" * 1000]
+    assert proto.receive_buffer() is None
+    # Text frames and frames over 4 MiB are collected from receive_data() only.
+    proto.receive_data(encode_frame(TEXT, b"y" * 1000)[:100])
+    assert proto.receive_buffer() is None
+    huge = Protocol(True)
+    length = protocol_module._DIRECT_MAX + 1
+    assert huge.receive_data(encode_frame(BINARY, b"zz", length=length)) == []
+    assert huge._partial is not None
+    assert huge.receive_buffer() is None
+
+
+LIMIT = 1000
+
+
+def error_cases(client: bool) -> list[tuple[str, bytes]]:
+    f = lambda *a, **k: frame(client, *a, **k)  # noqa: E731
+    wrong_mask: dict[str, Any] = {"mask": b"abcd"} if client else {"mask": None}
+    return [
+        ("rsv1", f(TEXT, b"hi", rsv1=True)),
+        ("rsv2", f(BINARY, b"hi", rsv2=True)),
+        ("rsv3-ping", f(PING, b"hi", rsv3=True)),
+        ("opcode-3", f(0x3, b"hi")),
+        ("opcode-B", f(0xB, b"hi")),
+        ("wrong-mask", encode_frame(TEXT, b"hi", **wrong_mask)),
+        ("fragmented-ping", f(PING, b"hi", fin=False)),
+        ("ping-too-long", f(PING, b"x" * 126)),
+        ("continuation-first", f(CONT, b"hi")),
+        ("new-message-in-fragmented", f(TEXT, b"a", fin=False) + f(TEXT, b"b")),
+        ("close-1-byte", f(CLOSE, b"\x03")),
+        ("close-999", f(CLOSE, struct.pack("!H", 999))),
+        ("close-1006", f(CLOSE, struct.pack("!H", 1006))),
+        ("close-bad-utf8", f(CLOSE, struct.pack("!H", 1000) + b"\xff")),
+        ("length-16-for-small", _long_length(client, 10, 16)),
+        ("length-64-for-small", _long_length(client, 300, 64)),
+        ("length-msb", f(BINARY, b"x" * 16, length=1 << 63)),
+        ("invalid-utf8", f(TEXT, b"ok \xff")),
+        ("invalid-utf8-long", f(TEXT, b"a" * 3000 + b"\xff" + b"b" * 3000)),
+        ("invalid-utf8-late", f(TEXT, b"a" * 70000 + b"\xc3")),
+        ("surrogate", f(TEXT, b"\xed\xa0\x80")),
+        ("utf8-across-fragments", f(TEXT, b"\xe2\x82", fin=False) + f(CONT, b"\x28")),
+        ("too-big", f(BINARY, b"x" * (LIMIT + 1))),
+        ("too-big-text", f(TEXT, "é".encode() * (LIMIT // 2 + 1))),
+        ("too-big-huge", f(BINARY, b"x" * (2 * LIMIT), length=1 << 62)),
+        ("at-limit-then-bad", f(BINARY, b"x" * LIMIT) + f(0x3, b"")),
+    ]
+
+
+def _long_length(client: bool, size: int, bits: int) -> bytes:
+    """A binary frame whose length uses a longer encoding than needed."""
+    payload = b"y" * size
+    head = bytes([0x82, (0 if client else 0x80) | (126 if bits == 16 else 127)])
+    head += struct.pack("!H" if bits == 16 else "!Q", size)
+    if client:
+        return head + payload
+    key = b"\x01\x02\x03\x04"
+    return head + key + apply_mask(key, payload)
+
+
+@pytest.mark.parametrize("client", [True, False], ids=["client", "server"])
+def test_protocol_errors_fail_the_same_way(client: bool) -> None:
+    for name, bad in error_cases(client):
+        stream = frame(client, TEXT, b"before") + bad + frame(client, TEXT, b"after")
+        for splits in (None, range(len(stream)), [len(stream) // 3, len(stream) // 2]):
+            result = compare(client, stream, splits, max_message_size=LIMIT)
+            last = result[-1]
+            assert last[4] is State.CLOSED, name
+            assert last[7], f"{name}: not failed"
+            assert messages_of(result)[0] == ("str", "before"), name
+
+
+@pytest.mark.parametrize("client", [True, False], ids=["client", "server"])
+def test_protocol_errors_while_closing(client: bool) -> None:
+    for name, bad in error_cases(client):
+        results = []
+        saved = os.urandom
+        try:
+            for fast in (True, False):
+                os.urandom = KeyStream(5)
+                proto = Protocol(client, max_message_size=LIMIT)
+                proto.fast_path = fast
+                proto.close(1000)
+                results.append(transcript(proto, [frame(client, TEXT, b"still read") + bad]))
+        finally:
+            os.urandom = saved
+        assert results[0] == results[1], name
+
+
+@pytest.mark.parametrize("client", [True, False], ids=["client", "server"])
+def test_messages_at_the_limit(client: bool) -> None:
+    stream = frame(client, BINARY, b"x" * LIMIT) + frame(client, TEXT, "€".encode() * (LIMIT // 3))
+    for splits in (None, range(0, len(stream), 50)):
+        result = compare(client, stream, splits, max_message_size=LIMIT)
+        assert not result[-1][7]
+        assert len(messages_of(result)) == 2
+
+
+def test_fast_path_resumes_after_wsproto_took_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After fragments, wsproto holds bytes; once it is idle the fast path parses again."""
+    proto = Protocol(False)
+    key = b"kkkk"
+    first = encode_frame(TEXT, b"frag", fin=False, mask=key)
+    last = encode_frame(CONT, b"ment", mask=key)
+    assert proto.receive_data(first + last[:3]) == []
+    assert not proto._wsproto_idle()
+    assert proto.receive_data(last[3:]) == ["fragment"]
+    assert proto._wsproto_idle()
+
+    def no_wsproto(data: bytes | None) -> None:
+        raise AssertionError("a data frame went to wsproto")
+
+    monkeypatch.setattr(proto._conn, "receive_data", no_wsproto)
+    fast = encode_frame(BINARY, b"fast", mask=key) + encode_frame(TEXT, b"path", mask=key)
+    assert proto.receive_data(fast[:5]) == []
+    assert proto.receive_data(fast[5:]) == [b"fast", "path"]
+    assert proto._wsproto_idle()
+
+
+# -- property-based --------------------------------------------------------------------
+
+_frame_kinds = st.one_of(
+    st.tuples(st.just("text"), st.text(max_size=300)),
+    st.tuples(st.just("binary"), st.binary(max_size=300)),
+    st.tuples(st.just("big"), st.integers(min_value=126, max_value=70_000)),
+    st.tuples(st.just("ping"), st.binary(max_size=125)),
+    st.tuples(st.just("pong"), st.binary(max_size=125)),
+    st.tuples(st.just("fragments"), st.lists(st.text(max_size=20), min_size=1, max_size=4)),
+    st.tuples(st.just("bad-utf8"), st.binary(min_size=1, max_size=50)),
+)
+
+
+def _build(client: bool, kinds: list[tuple[str, Any]]) -> bytes:
+    out = []
+    for kind, value in kinds:
+        if kind == "text":
+            out.append(frame(client, TEXT, value.encode()))
+        elif kind == "binary":
+            out.append(frame(client, BINARY, value))
+        elif kind == "big":
+            out.append(frame(client, BINARY, bytes(range(256)) * (value // 256) + b"!"))
+        elif kind == "ping":
+            out.append(frame(client, PING, value))
+        elif kind == "pong":
+            out.append(frame(client, PONG, value))
+        elif kind == "fragments":
+            for j, part in enumerate(value):
+                out.append(
+                    frame(client, TEXT if j == 0 else CONT, part.encode(), fin=j == len(value) - 1)
+                )
+        else:  # bytes that are often, not always, invalid UTF-8
+            out.append(frame(client, TEXT, value))
+    return b"".join(out)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    client=st.booleans(),
+    kinds=st.lists(_frame_kinds, max_size=12),
+    splits=st.lists(st.integers(min_value=1, max_value=200_000), max_size=12),
+    max_messages=st.one_of(st.none(), st.integers(min_value=1, max_value=4)),
+    limit=st.one_of(st.none(), st.integers(min_value=0, max_value=400)),
+    close=st.booleans(),
+    eof=st.booleans(),
+)
+def test_random_streams_give_the_same_results(
+    client: bool,
+    kinds: list[tuple[str, Any]],
+    splits: list[int],
+    max_messages: int | None,
+    limit: int | None,
+    close: bool,
+    eof: bool,
+) -> None:
+    stream = _build(client, kinds)
+    if close:
+        stream += frame(client, CLOSE, struct.pack("!H", 1000)) + frame(client, TEXT, b"late")
+    compare(client, stream, splits, max_messages, eof=eof, max_message_size=limit)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    client=st.booleans(),
+    messages=st.lists(st.one_of(st.text(max_size=2000), st.binary(max_size=70_000)), max_size=6),
+    seed=st.integers(min_value=0, max_value=2**32),
+)
+def test_random_messages_frame_identically(
+    client: bool, messages: list[str | bytes], seed: int
+) -> None:
+    fast, slow = protocols(client)
+    saved = os.urandom
+    try:
+        os.urandom = KeyStream(seed)
+        ours = [fast.send(m) for m in messages]
+        os.urandom = KeyStream(seed)
+        theirs = [slow.send(m) for m in messages]
+    finally:
+        os.urandom = saved
+    assert ours == theirs
+    # And the other side reads them back, fast and through wsproto alike.
+    peer_fast, peer_slow = protocols(not client)
+    stream = b"".join(ours)
+    assert peer_fast.receive_data(stream) == peer_slow.receive_data(stream) == messages
+
+
+# -- the asyncio engine's write path -------------------------------------------------
+# Not sans-I/O, but the other half of the fast path: frames written in a burst are
+# coalesced, large ones written in pieces. A fake transport records the writes; a
+# client-side Protocol reads them back.
+
+
+class RecordingTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closing = False
+
+    def write(self, data: Any) -> None:
+        assert not self.closing, "write after close"
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def abort(self) -> None:
+        self.closing = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+def server_connection() -> tuple[Connection, RecordingTransport]:
+    conn = Connection()
+    transport = RecordingTransport()
+    conn._attach(transport)
+    return conn, transport
+
+
+def read_back(writes: list[bytes]) -> list[str | bytes]:
+    return Protocol(True).receive_data(b"".join(writes))
+
+
+async def test_a_burst_of_sends_is_coalesced_in_order() -> None:
+    conn, transport = server_connection()
+    for i in range(200):
+        await conn.send(f"message {i}")
+    # The first frame went straight out; the others wait for the end of the burst
+    # (or went out as soon as 16 KiB were waiting).
+    assert 1 <= len(transport.writes) < 5
+    await asyncio.sleep(0)
+    assert read_back(transport.writes) == [f"message {i}" for i in range(200)]
+    assert len(transport.writes) < 5
+
+
+async def test_large_frames_and_control_frames_keep_their_place() -> None:
+    conn, transport = server_connection()
+    big = os.urandom(300_000)
+    await conn.send("a")
+    await conn.send(b"b")
+    await conn.send(big)
+    await conn.send("c")
+    closing = asyncio.ensure_future(conn.close(1001, "bye"))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    peer = Protocol(True)
+    assert peer.receive_data(b"".join(transport.writes)) == ["a", b"b", big, "c"]
+    assert peer.close_code == 1001
+    # The peer answers; the server closes TCP only after everything was written.
+    conn._data_received(encode_frame(CLOSE, struct.pack("!H", 1001), mask=b"abcd"))
+    assert transport.closing
+    conn._connection_lost(None)
+    await closing
+
+
+async def test_received_data_ends_the_burst() -> None:
+    """Request/response: every answer goes out at once, nothing waits a loop turn."""
+    conn, transport = server_connection()
+    for i in range(3):
+        conn._data_received(encode_frame(TEXT, b"ping", mask=b"abcd"))
+        assert await conn.receive() == "ping"
+        before = len(transport.writes)
+        await conn.send(f"pong {i}")
+        assert len(transport.writes) == before + 1
+    assert read_back(transport.writes) == ["pong 0", "pong 1", "pong 2"]
+
+
+async def test_failing_flushes_what_was_sent_before_closing() -> None:
+    conn, transport = server_connection()
+    await conn.send("first")
+    await conn.send("second")  # coalesced
+    conn._data_received(encode_frame(0x3, b"bad opcode", mask=b"abcd"))
+    assert transport.closing
+    peer = Protocol(True)
+    assert peer.receive_data(b"".join(transport.writes)) == ["first", "second"]
+    assert peer.close_code == 1002
+    conn._connection_lost(None)
+
+
+async def test_nagle_is_off_on_sockets_asyncio_leaves_alone() -> None:
+    """``serve(sock=...)`` with a ``socket.create_server()`` socket: proto 0, which
+    asyncio does not treat as TCP; the engine sets ``TCP_NODELAY`` itself."""
+    import socket
+
+    import simple_websocket
+
+    sock = socket.create_server(("127.0.0.1", 0))
+    assert sock.proto == 0
+    seen: dict[str, int] = {}
+
+    async def handler(ws: Any) -> None:
+        raw = ws.transport.get_extra_info("socket")
+        seen["nodelay"] = raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        await ws.send(await ws.receive())
+
+    async with simple_websocket.serve(handler, sock=sock):
+        port = sock.getsockname()[1]
+        ws = await simple_websocket.AioClient.connect(f"ws://127.0.0.1:{port}/")
+        await ws.send("hi")
+        assert await ws.receive() == "hi"
+        await ws.close()
+    assert seen["nodelay"] == 1
