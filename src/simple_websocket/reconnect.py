@@ -49,6 +49,7 @@ from .errors import (
     HandshakeRejected,
     SimpleWebsocketError,
 )
+from .sansio.protocol import check_close_code
 
 __all__ = [
     "FATAL_CLOSE_CODES",
@@ -624,7 +625,12 @@ class ReconnectingClient:
 
         Messages still in the outbox are sent first when a connection is open;
         otherwise they are discarded (see :attr:`outbox_depth`).
+
+        Raises:
+            ValueError: ``reason`` is a code that may not be sent (RFC 6455 7.4).
         """
+        if reason is not None:
+            check_close_code(reason)
         if self._closing:
             if self._task is not None:
                 await asyncio.wait({self._task})

@@ -147,24 +147,11 @@ def _bomb() -> bytes:
 
 _BOMB = _bomb()
 
-_UNBOUNDED_INFLATE = pytest.mark.xfail(
-    strict=True,
-    reason="a compressed message is inflated in full before max_message_size is "
-    "checked: wsproto's PerMessageDeflate.frame_inbound_payload_data() calls "
-    "decompressobj.decompress() without max_length and Protocol._on_message() "
-    "(sansio/protocol.py) counts the size afterwards, so one 256 KiB read becomes "
-    "~256 MiB in memory (the threaded engine reads receive_bytes=4 KiB at a time, "
-    "which bounds it to ~4 MiB per read)",
-)
-
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(
     "target",
-    [
-        pytest.param(t, marks=_UNBOUNDED_INFLATE) if not t.startswith("sync") else t
-        for t in ALL_TARGETS
-    ],
+    [t for t in ALL_TARGETS],
 )
 async def test_zip_bomb_fails_with_1009_and_bounded_memory(target: str) -> None:
     assert len(_BOMB) < BOMB_SIZE // 500

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Self
 from wsproto.extensions import Extension
 
 from ..errors import ConnectionClosed
-from ..sansio.protocol import CloseCode, Protocol, State
+from ..sansio.protocol import CloseCode, Protocol, State, check_close_code
 
 if TYPE_CHECKING:  # pragma: no cover
     from aiostream import Stream
@@ -686,7 +686,12 @@ class Connection(BaseConnection):
 
         Cancelling ``close()`` stops the wait; the close frame is already sent and
         the transport is still closed at the latest after ``close_timeout``.
+
+        Raises:
+            ValueError: ``reason`` is a code that may not be sent (RFC 6455 7.4);
+                nothing was done.
         """
+        reason = check_close_code(reason)
         self._close_called = True
         self.connected = False
         proto = self._proto

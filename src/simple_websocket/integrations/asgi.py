@@ -17,7 +17,7 @@ from typing import Any
 from ..asyncio.connection import BaseConnection
 from ..errors import ConnectionClosed, HandshakeError
 from ..sansio.handshake import HandshakeRequest, choose_subprotocol, normalize_subprotocols
-from ..sansio.protocol import CloseCode
+from ..sansio.protocol import CloseCode, check_close_code
 
 __all__ = ["ASGIConnection"]
 
@@ -201,10 +201,13 @@ class ASGIConnection(BaseConnection):
         Waits up to ``close_timeout`` in all (sending the close included) for the
         server to report the disconnect. Idempotent: a second call, or a call after
         the client closed, waits for the same end.
+
+        Raises:
+            ValueError: ``reason`` is a code that may not be sent (RFC 6455 7.4).
         """
+        code = check_close_code(reason)
         self._close_called = True
         self.connected = False
-        code = int(reason or CloseCode.NORMAL_CLOSURE)
         if self._finished and not self._close_sent:
             # The client is gone (a disconnect, or a failed send): nothing to close.
             if self._reader is not None and not self._reader.done():

@@ -46,10 +46,27 @@ from wsproto.extensions import Extension
 from wsproto.frame_protocol import CloseReason
 
 from ..errors import ConnectionClosed
+from .deflate import Deflate
 
-__all__ = ["CloseCode", "Protocol", "State"]
+__all__ = ["CloseCode", "Protocol", "State", "check_close_code"]
 
 CloseCode = CloseReason
+
+
+def check_close_code(code: int | None) -> int:
+    """Return the close code to send for ``code`` (1000 when ``None``).
+
+    Raises:
+        ValueError: ``code`` may not be sent (RFC 6455 7.4): only 1000-1003,
+            1007-1014 and 3000-4999 may. 1005, 1006 and 1015 only report what
+            happened to a connection, and the rest is reserved.
+    """
+    if code is None:
+        return int(CloseCode.NORMAL_CLOSURE)
+    code = int(code)
+    if 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999:
+        return code
+    raise ValueError(f"close code {code} cannot be sent: use 1000-1003, 1007-1014 or 3000-4999")
 
 
 class State(enum.Enum):
@@ -235,6 +252,10 @@ class Protocol:
             ConnectionType.CLIENT if client else ConnectionType.SERVER, list(extensions)
         )
         self.max_message_size = max_message_size
+        for ext in extensions:
+            if isinstance(ext, Deflate):
+                # Inflate no more than a message may hold (a zip bomb fails with 1009).
+                ext.max_size = max_message_size
         self._clock = clock or (lambda: 0.0)
         self._out = bytearray()
         self._parts: list[str | bytes | bytearray] = []
@@ -750,6 +771,7 @@ class Protocol:
 
     def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str | None = None) -> bytes:
         """Start the closing handshake; returns the close frame (empty if already sent)."""
+        code = check_close_code(code)
         if self.close_sent or self.state is State.CLOSED:
             return b""
         frame = bytes(self._conn.send(CloseConnection(code=code, reason=reason)))

@@ -38,7 +38,7 @@ from typing import Protocol as TypingProtocol
 from wsproto.extensions import Extension
 
 from ..errors import ConnectionClosed
-from ..sansio.protocol import CloseCode, Protocol, State
+from ..sansio.protocol import CloseCode, Protocol, State, check_close_code
 
 __all__ = [
     "BaseConnection",
@@ -733,7 +733,12 @@ class Connection(BaseConnection):
         waits up to ``close_timeout`` for the peer's close frame and for TCP to
         close, then shuts the socket down if it is still open. Calling it again, or
         after the peer closed, is a no-op that waits for the same end.
+
+        Raises:
+            ValueError: ``reason`` is a code that may not be sent (RFC 6455 7.4);
+                nothing was done.
         """
+        reason = check_close_code(reason)
         proto = self._proto
         seq = None
         with self._lock:
