@@ -31,7 +31,7 @@ import socket
 import struct
 import zlib
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -39,25 +39,20 @@ from aiohttp import web
 import simple_websocket
 from simple_websocket import AioClient, AioServer, ConnectionClosed, HandshakeError
 from simple_websocket.sansio.handshake import parse_request_head
+from simple_websocket.ws import Client as SyncClient
+from simple_websocket.ws import Server as SyncServer
 from tests.asyncio.rawpeer import (
     CLOSE,
     PING,
     PONG,
     Frame,
     RawPeer,
+    RawServer,
     accept_key,
     apply_mask,
     close_payload,
     encode_frame,
 )
-
-try:  # the threaded engine is written by another developer; run it when present
-    from simple_websocket.ws import Client as SyncClient
-    from simple_websocket.ws import Server as SyncServer
-
-    HAVE_SYNC = True
-except ImportError:  # pragma: no cover - depends on the work tree
-    HAVE_SYNC = False
 
 __all__ = [
     "ALL_TARGETS",
@@ -78,8 +73,8 @@ FACTOR = float(os.environ.get("SIMPLE_WEBSOCKET_TEST_TIME_FACTOR", "1"))
 #: The unit of real time, used only where the behaviour under test is about time.
 T = 0.05 * FACTOR
 
-SERVER_TARGETS = ["serve", "sock", "aiohttp"] + (["sync-server"] if HAVE_SYNC else [])
-CLIENT_TARGETS = ["client"] + (["sync-client"] if HAVE_SYNC else [])
+SERVER_TARGETS = ["serve", "sock", "aiohttp", "sync-server"]
+CLIENT_TARGETS = ["client", "sync-client"]
 ALL_TARGETS = SERVER_TARGETS + CLIENT_TARGETS
 
 #: How long a threaded receive() may block, so that no thread outlives a test long.
@@ -605,29 +600,18 @@ def request_headers(head: str) -> dict[str, str]:
     return headers
 
 
-@dataclass
-class ScriptedServer:
+class ScriptedServer(RawServer):
     """A raw server that answers each upgrade request with ``respond(key, head)``.
 
     ``respond`` returns the bytes to write (by default a plain valid 101, with
     permessage-deflate accepted when ``deflate``); ``None`` writes nothing.
     """
 
-    respond: Callable[[str, str], bytes | None] | None = None
-    deflate: bool = False
-    peers: asyncio.Queue[Peer] = field(default_factory=asyncio.Queue)
-    requests: list[str] = field(default_factory=list)
-    server: asyncio.Server | None = None
-    _peers: list[Peer] = field(default_factory=list)
-
-    @property
-    def port(self) -> int:
-        assert self.server is not None
-        return int(self.server.sockets[0].getsockname()[1])
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/"
+    def __init__(
+        self, respond: Callable[[str, str], bytes | None] | None = None, deflate: bool = False
+    ) -> None:
+        super().__init__(deflate=deflate)
+        self.respond = respond
 
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -647,25 +631,10 @@ class ScriptedServer:
             writer.write(answer)
         await self.peers.put(peer)
 
-    async def start(self) -> ScriptedServer:
-        self.server = await asyncio.start_server(self._on_client, "127.0.0.1", 0)
-        return self
-
-    async def accept(self) -> Peer:
-        return await self.peers.get()
-
-    async def close(self) -> None:
-        for peer in self._peers:
-            peer.abort()
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
-
-    async def __aenter__(self) -> ScriptedServer:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+    async def accept(self) -> Peer:  # type: ignore[override]
+        peer = await super().accept()
+        assert isinstance(peer, Peer)
+        return peer
 
 
 async def connect_client(target: str, url: str, **options: Any) -> Side:
@@ -727,7 +696,6 @@ def close_code_of(frame: Frame) -> int | None:
 
 
 __all__ += [
-    "HAVE_SYNC",
     "Response",
     "ScriptedServer",
     "ServerTarget",
