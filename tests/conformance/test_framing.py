@@ -408,22 +408,8 @@ SENDABLE_CODES = {1000, 1001, 1002, 1003, *range(1007, 1015), *range(3000, 5000)
 INVALID_CODES = [0, 1, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535]
 
 
-def _valid_code_param(code: int) -> object:
-    if code == 1014:
-        return pytest.param(
-            code,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="1014 (Bad Gateway, IANA registry) is refused with 1002: wsproto's "
-                "CloseReason enum stops at 1013, and frame_protocol rejects every "
-                "1000-2999 code not in it (sansio/protocol.py relies on it)",
-            ),
-        )
-    return code
-
-
 @targets
-@pytest.mark.parametrize("code", [_valid_code_param(c) for c in VALID_CODES])
+@pytest.mark.parametrize("code", VALID_CODES)
 async def test_valid_close_code_is_echoed(target: str, code: int) -> None:
     async with pair(target) as (side, peer):
         await peer.send(CLOSE, code_payload(code, "bye ☃".encode()))

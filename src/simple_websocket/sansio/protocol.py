@@ -43,7 +43,7 @@ from wsproto.events import (
     TextMessage,
 )
 from wsproto.extensions import Extension
-from wsproto.frame_protocol import CloseReason
+from wsproto.frame_protocol import CloseReason, Frame, ParseFailed
 
 from ..errors import ConnectionClosed
 from .deflate import Deflate
@@ -64,9 +64,50 @@ def check_close_code(code: int | None) -> int:
     if code is None:
         return int(CloseCode.NORMAL_CLOSURE)
     code = int(code)
-    if 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999:
+    if _valid_close_code(code):
         return code
     raise ValueError(f"close code {code} cannot be sent: use 1000-1003, 1007-1014 or 3000-4999")
+
+
+def _valid_close_code(code: int) -> bool:
+    """Whether ``code`` may appear in a close frame, sent or received."""
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
+def _process_close(frame: Frame) -> Frame:
+    """Parse a received close frame's payload into ``(code, reason)``.
+
+    Installed in place of wsproto's own parser, whose list of known codes stops at
+    1013: every code :func:`check_close_code` lets us send is accepted here too
+    (1014 included), every other one fails the connection with 1002, and a reason
+    that is not UTF-8 with 1007, as RFC 6455 7.1.6 and 8.1 ask.
+
+    Raises:
+        ParseFailed: The payload is invalid (wsproto turns it into a close frame).
+    """
+    data = frame.payload
+    assert isinstance(data, (bytes, bytearray))
+    if not data:
+        # RFC 6455 7.1.5: no status code in the frame means 1005.
+        payload: tuple[int, str] = (CloseCode.NO_STATUS_RCVD, "")
+    elif len(data) == 1:
+        raise ParseFailed("CLOSE with 1 byte payload")
+    else:
+        code = (data[0] << 8) | data[1]
+        if not _valid_close_code(code):
+            raise ParseFailed(f"CLOSE with invalid code {code}")
+        try:
+            reason = bytes(data[2:]).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ParseFailed(
+                f"Error decoding CLOSE reason: {exc}", CloseCode.INVALID_FRAME_PAYLOAD_DATA
+            ) from None
+        try:
+            code = CloseCode(code)
+        except ValueError:
+            pass  # a valid code wsproto has no name for (1014, 3000-4999)
+        payload = (code, reason)
+    return Frame(frame.opcode, payload, frame.frame_finished, frame.message_finished)
 
 
 class State(enum.Enum):
@@ -303,6 +344,8 @@ class Protocol:
             self.fast_path = not frames.extensions
         except AttributeError:  # pragma: no cover - another wsproto
             pass
+        if hasattr(self._conn._proto, "_process_close"):
+            self._conn._proto._process_close = _process_close  # type: ignore[method-assign]
 
     # -- receiving ---------------------------------------------------------------
 
