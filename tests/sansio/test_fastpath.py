@@ -541,6 +541,8 @@ def error_cases(client: bool) -> list[tuple[str, bytes]]:
         ("too-big-text", f(TEXT, "é".encode() * (LIMIT // 2 + 1))),
         ("too-big-huge", f(BINARY, b"x" * (2 * LIMIT), length=1 << 62)),
         ("at-limit-then-bad", f(BINARY, b"x" * LIMIT) + f(0x3, b"")),
+        ("too-big-fragments", f(TEXT, b"x" * 600, fin=False) + f(CONT, b"x" * 600)),
+        ("too-big-announced", f(BINARY, b"x" * 10, length=1 << 40)),
     ]
 
 
@@ -565,6 +567,36 @@ def test_protocol_errors_fail_the_same_way(client: bool) -> None:
             assert last[4] is State.CLOSED, name
             assert last[7], f"{name}: not failed"
             assert messages_of(result)[0] == ("str", "before"), name
+
+
+@pytest.mark.parametrize("client", [True, False], ids=["client", "server"])
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "wsproto"])
+@pytest.mark.parametrize(
+    "stream",
+    [
+        [(BINARY, LIMIT + 1, True)],
+        [(TEXT, 1 << 62, True)],
+        [(BINARY, 600, False), (PING, 4, True), (CONT, 0, False), (CONT, 401, True)],
+    ],
+    ids=["one-frame", "huge", "fragments"],
+)
+def test_message_over_the_limit_fails_on_its_header(
+    client: bool, fast: bool, stream: list[tuple[int, int, bool]]
+) -> None:
+    """1009 as soon as the headers announce more than the limit, before the payload."""
+    proto = Protocol(client, max_message_size=LIMIT)
+    proto.fast_path = fast
+    *before, (opcode, length, fin) = stream
+    for op, size, more in before:
+        assert proto.receive_data(frame(client, op, b"y" * size, fin=more)) == []
+        assert not proto.failed
+        proto.data_to_send()  # the pong
+    data = frame(client, opcode, b"z" * min(length, 8), fin=fin, length=length)
+    header = data[: len(data) - min(length, 8)]
+    assert proto.receive_data(header) == []
+    assert proto.failed
+    assert proto.close_code == 1009
+    assert proto.data_to_send()[:1] == b"\x88"
 
 
 @pytest.mark.parametrize("client", [True, False], ids=["client", "server"])

@@ -43,7 +43,7 @@ from wsproto.events import (
     TextMessage,
 )
 from wsproto.extensions import Extension
-from wsproto.frame_protocol import CloseReason, Frame, ParseFailed
+from wsproto.frame_protocol import CloseReason, Frame, FrameDecoder, Opcode, ParseFailed
 
 from ..errors import ConnectionClosed
 from .deflate import Deflate
@@ -264,6 +264,46 @@ class _Partial:
         self.offset = 0
 
 
+class _FrameDecoder(FrameDecoder):
+    """wsproto's frame decoder, refusing a message over the limit on a frame header.
+
+    wsproto delivers a data frame's payload as it arrives, and counting it only
+    then lets a peer that announces a huge frame make us buffer up to the limit
+    first. Here the lengths announced by a message's frame headers are added up
+    as each header is parsed, and the message fails with 1009 as soon as they
+    exceed ``max_size``. A compressed message is exempt: its inflated size is
+    what counts, and :class:`Deflate` checks it while inflating.
+    """
+
+    def __init__(
+        self, client: bool, extensions: list[Extension], max_size: int, deflate: Deflate | None
+    ) -> None:
+        super().__init__(client, extensions)
+        self.max_size = max_size
+        self.deflate = deflate
+        #: Payload bytes announced by the headers of the current message so far.
+        self.announced = 0
+
+    def parse_header(self) -> bool:
+        if not super().parse_header():
+            return False
+        header = self.header
+        assert header is not None
+        opcode = header.opcode
+        if opcode.iscontrol():
+            return True
+        if opcode is not Opcode.CONTINUATION:
+            self.announced = 0
+        self.announced += header.payload_len
+        if self.announced > self.max_size and not (
+            self.deflate is not None and self.deflate._inbound_compressed
+        ):
+            raise ParseFailed(
+                f"Message larger than {self.max_size} bytes", CloseCode.MESSAGE_TOO_BIG
+            )
+        return True
+
+
 class Protocol:
     """A WebSocket connection's protocol state, fed with bytes.
 
@@ -293,10 +333,12 @@ class Protocol:
             ConnectionType.CLIENT if client else ConnectionType.SERVER, list(extensions)
         )
         self.max_message_size = max_message_size
+        self._deflate: Deflate | None = None
         for ext in extensions:
             if isinstance(ext, Deflate):
                 # Inflate no more than a message may hold (a zip bomb fails with 1009).
                 ext.max_size = max_message_size
+                self._deflate = ext
         self._clock = clock or (lambda: 0.0)
         self._out = bytearray()
         self._parts: list[str | bytes | bytearray] = []
@@ -335,6 +377,10 @@ class Protocol:
         self.fast_path = False
         try:
             frames = self._conn._proto
+            if max_message_size is not None:
+                frames._frame_decoder = _FrameDecoder(
+                    client, frames.extensions, max_message_size, self._deflate
+                )
             self._frame_decoder = frames._frame_decoder
             self._message_decoder = frames._message_decoder
             # The wsproto internals the fast paths rely on (wsproto 1.2 and 1.3).
@@ -394,6 +440,10 @@ class Protocol:
                 conn.receive_data(data)
         self._process_events(messages, max_messages)
         return messages
+
+    def _too_big(self) -> None:
+        limit = self.max_message_size
+        self.fail(CloseCode.MESSAGE_TOO_BIG, f"Message larger than {limit} bytes")
 
     def _wsproto_idle(self) -> bool:
         """``True`` when wsproto holds no bytes and no message in progress."""
@@ -480,14 +530,17 @@ class Protocol:
                     length = int.from_bytes(buf[i + 2 : head], "big")
                     if length < 65536 or length >> 63:
                         return buf[i:]
-                if limit is not None and length > limit:
-                    return buf[i:]  # wsproto fails it with 1009 as it arrives
                 key = None
                 if mask_bit:
                     if head + 4 > n:
                         break
                     key = buf[head : head + 4]
                     head += 4
+                if limit is not None and length > limit:
+                    # Refused on its header (as _FrameDecoder does): waiting for the
+                    # payload would let the peer make us buffer up to the limit.
+                    self._too_big()
+                    return b""
                 end = head + length
                 if end > n:
                     # The payload goes on in later reads: collect it.
@@ -639,7 +692,7 @@ class Protocol:
                 n = len(data)
             self._size += n
             if self._size > limit:
-                self.fail(CloseCode.MESSAGE_TOO_BIG, f"Message larger than {limit} bytes")
+                self._too_big()
                 return
         if event.message_finished and not self._parts:
             out.append(data if isinstance(data, str) else bytes(data))
