@@ -16,6 +16,11 @@ small messages costs a few system calls instead of one each. Frames keep their o
 (a frame only goes straight out when nothing waits in the buffer), large frames are
 never copied into it, and backpressure still applies: at most ``_COALESCE_LIMIT``
 bytes wait outside the transport.
+
+Pings are answered from ``data_received`` too. While the transport's write buffer is
+over its high-water mark (the peer is not reading), only the most recent ping gets a
+pong, held in the core and written once the buffer drains: a peer flooding pings
+without reading cannot make our buffers grow.
 """
 
 from __future__ import annotations
@@ -324,6 +329,8 @@ class Connection(BaseConnection):
         # ping() calls waiting for a pong (woken by every pong and by the end).
         self._pong_waiters: list[asyncio.Future[None]] = []
         self._close_handle: asyncio.TimerHandle | None = None
+        # Writes the pong held back while the write buffer was full (see above).
+        self._pong_task: asyncio.Task[None] | None = None
         # Replaced by adapters whose transport belongs to someone else (aiohttp).
         self._write_blocked: Callable[[], bool] = lambda: self._write_paused
         self._wait_writable: Callable[[], Awaitable[None]] = self._drain
@@ -388,6 +395,7 @@ class Connection(BaseConnection):
         # hold thousands of messages). After close() the peer's close frame must
         # be found, so everything is parsed.
         room = None if self._close_called else self.max_queue - len(self._messages)
+        proto.defer_pongs = self._write_blocked()
         messages = proto.receive_data(data, room)
         if messages:
             self._deliver(messages)
@@ -410,8 +418,22 @@ class Connection(BaseConnection):
             self._wake_pong_waiters()
         if proto._out:
             self._write(proto.data_to_send())
+        if proto._held_pong and self._pong_task is None and self._loop is not None:
+            self._pong_task = self._loop.create_task(self._send_held_pong())
         if proto.state is _CLOSED:
             self._on_protocol_closed()
+
+    async def _send_held_pong(self) -> None:
+        """Write the pong the core held back, once the write buffer has drained."""
+        try:
+            await self._wait_writable()
+        finally:
+            self._pong_task = None
+        proto = self._proto
+        assert proto is not None
+        if proto.pong_held and not self._write_blocked():
+            proto.defer_pongs = False
+            self._write(proto.data_to_send())
 
     def _wake_pong_waiters(self) -> None:
         if self._pong_waiters:

@@ -364,6 +364,13 @@ class Protocol:
         self.latency: float | None = None
         #: Payloads of pongs received since the last call of :meth:`take_pongs`.
         self._pongs: list[bytes] = []
+        #: Set by the I/O layer while what it writes does not leave (the peer does
+        #: not read): each ping received then replaces the pong held back for the
+        #: previous one instead of adding to the output, as RFC 6455 5.5.3 allows,
+        #: so that a ping flood cannot grow our buffers. :meth:`data_to_send`
+        #: returns the held pong once this is false again.
+        self.defer_pongs = False
+        self._held_pong: bytes | bytearray = b""
         # Fast path state: received bytes not parsed yet (``_rbuf[_rpos:]``: an
         # incomplete frame, or frames left by ``max_messages``), and the data frame
         # being collected over several reads.
@@ -468,7 +475,11 @@ class Protocol:
                     break
             elif isinstance(event, Ping):
                 if not self.close_sent:
-                    self._out += conn.send(event.response())
+                    if self.defer_pongs:
+                        # Only the most recent ping gets its pong (RFC 6455 5.5.3).
+                        self._held_pong = conn.send(event.response())
+                    else:
+                        self._out += conn.send(event.response())
             elif isinstance(event, Pong):
                 self._on_pong(bytes(event.payload))
             elif isinstance(event, CloseConnection):
@@ -739,6 +750,7 @@ class Protocol:
         self.close_reason = event.reason or None
         if conn.state is ConnectionState.REMOTE_CLOSING:
             # Answer with the same code, as RFC 6455 5.5.1 asks.
+            self._release_pong()
             self._out += conn.send(event.response())
             self.close_sent = True
         self.state = State.CLOSED
@@ -873,6 +885,10 @@ class Protocol:
         frame = bytes(self._conn.send(CloseConnection(code=code, reason=reason)))
         self.close_sent = True
         self.state = State.CLOSING
+        if self._held_pong:
+            # The pong answers a ping that came before the close: it goes first.
+            frame = bytes(self._held_pong) + frame
+            self._held_pong = b""
         return frame
 
     def fail(self, code: int, reason: str | None = None) -> None:
@@ -880,6 +896,7 @@ class Protocol:
         if self.state is State.CLOSED:
             return
         if not self.close_sent:
+            self._release_pong()
             self._out += self._conn.send(CloseConnection(code=code, reason=reason))
             self.close_sent = True
         self.failed = True
@@ -893,8 +910,25 @@ class Protocol:
             self.receive_data(None)
         self.state = State.CLOSED
 
+    def _release_pong(self) -> None:
+        """Queue the pong held back by :attr:`defer_pongs`, if any."""
+        if self._held_pong:
+            self._out += self._held_pong
+            self._held_pong = b""
+
+    @property
+    def pong_held(self) -> bool:
+        """``True`` while a pong held back by :attr:`defer_pongs` waits to be sent."""
+        return bool(self._held_pong)
+
     def data_to_send(self) -> bytes:
-        """Return and clear the bytes queued for the peer."""
+        """Return and clear the bytes queued for the peer.
+
+        This includes the pong held back while :attr:`defer_pongs` was set, once it
+        is no longer set.
+        """
+        if self._held_pong and not self.defer_pongs:
+            self._release_pong()
         if not self._out:
             return b""
         out = bytes(self._out)
