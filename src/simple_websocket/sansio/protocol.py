@@ -29,6 +29,7 @@ as wsproto's in every case; :attr:`Protocol.fast_path` turns the fast paths off.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import enum
 import os
 import struct
@@ -102,10 +103,8 @@ def _process_close(frame: Frame) -> Frame:
             raise ParseFailed(
                 f"Error decoding CLOSE reason: {exc}", CloseCode.INVALID_FRAME_PAYLOAD_DATA
             ) from None
-        try:
+        with contextlib.suppress(ValueError):  # 1014 and 3000-4999 have no name
             code = CloseCode(code)
-        except ValueError:
-            pass  # a valid code wsproto has no name for (1014, 3000-4999)
         payload = (code, reason)
     return Frame(frame.opcode, payload, frame.frame_finished, frame.message_finished)
 
