@@ -254,6 +254,7 @@ async def test_ten_thousand_fragments_over_the_limit_fail_with_1009(target: str)
 
 # -- a ping flood from a peer that never reads -------------------------------------------
 
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("target", ["serve", "sock", "aiohttp", "client"])
 async def test_ping_flood_without_reading_keeps_our_buffers_bounded(target: str) -> None:
