@@ -50,6 +50,25 @@ class KeyStream:
         return self.rng.randbytes(n)
 
 
+MASKERS = {
+    "python": (protocol_module._py_apply_mask, protocol_module._py_mask_into),
+    "c": (protocol_module._c_apply_mask, protocol_module._c_mask_into),
+}
+
+
+@pytest.fixture(autouse=True, params=sorted(MASKERS))
+def masking(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs with the C masking functions and with the pure-Python ones."""
+    apply_mask, mask_into = MASKERS[request.param]
+    if apply_mask is None:
+        if os.environ.get("SIMPLE_WEBSOCKET_NO_EXTENSIONS"):
+            pytest.skip("the C extension is turned off (SIMPLE_WEBSOCKET_NO_EXTENSIONS)")
+        pytest.fail("simple_websocket.sansio._speedups was not built: is a C compiler there?")
+    monkeypatch.setattr(protocol_module, "_apply_mask", apply_mask)
+    monkeypatch.setattr(protocol_module, "_mask_into", mask_into)
+    return str(request.param)
+
+
 @pytest.fixture
 def keys(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
     """``keys(seed)`` restarts the masking-key stream."""
@@ -220,11 +239,35 @@ def test_masking_helpers(size: int) -> None:
     key = os.urandom(4)
     expected = apply_mask(key, data)
     assert protocol_module._mask_small(key, data) == expected
-    assert bytes(protocol_module._unmask(key, data)) == expected
-    assert bytes(protocol_module._unmask(key, memoryview(data))) == expected
+    masked = protocol_module._apply_mask(data, key)
+    assert bytes(masked) == expected
+    assert bytes(protocol_module._apply_mask(memoryview(data), key)) == expected
+    assert bytes(protocol_module._apply_mask(bytearray(data), key)) == expected
+    buf = bytearray(b"head" + data + b"tail")
+    protocol_module._mask_into(buf, 4, key, 4 + size)
+    assert bytes(buf) == b"head" + expected + b"tail"
     buf = bytearray(b"head" + data)
-    protocol_module._mask_into(buf, 4, key)
+    protocol_module._mask_into(buf, 4, key, None)
     assert bytes(buf) == b"head" + expected
+
+
+def test_c_masking_checks_its_arguments(masking: str) -> None:
+    if masking != "c":
+        return
+    apply_mask, mask_into = MASKERS["c"]
+    assert apply_mask is not None and mask_into is not None
+    with pytest.raises(ValueError, match="4 bytes"):
+        apply_mask(b"data", b"abc")
+    with pytest.raises(ValueError, match="4 bytes"):
+        mask_into(bytearray(8), 0, b"abcde", None)
+    with pytest.raises(ValueError, match="outside"):
+        mask_into(bytearray(8), 4, b"abcd", 9)
+    with pytest.raises(ValueError, match="outside"):
+        mask_into(bytearray(8), 5, b"abcd", 4)
+    with pytest.raises(BufferError):
+        mask_into(b"read-only", 0, b"abcd", None)
+    with pytest.raises(TypeError):
+        apply_mask("text", b"abcd")
 
 
 def test_extensions_turn_the_fast_path_off() -> None:

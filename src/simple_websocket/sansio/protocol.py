@@ -49,7 +49,7 @@ from wsproto.frame_protocol import CloseReason, Frame, FrameDecoder, Opcode, Par
 from ..errors import ConnectionClosed
 from .deflate import Deflate
 
-__all__ = ["CloseCode", "Protocol", "State", "check_close_code"]
+__all__ = ["SPEEDUPS", "CloseCode", "Protocol", "State", "check_close_code"]
 
 CloseCode = CloseReason
 
@@ -121,8 +121,9 @@ class State(enum.Enum):
 
 # -- framing helpers -------------------------------------------------------------------
 
-#: Payloads shorter than this are masked through ``int`` (fastest for small sizes),
-#: longer ones with ``bytes.translate`` on the four byte lanes.
+#: Without the C extension, payloads shorter than this are masked through ``int``
+#: (fastest for small sizes), longer ones with ``bytes.translate`` on the four byte
+#: lanes.
 _SMALL_MASK = 512
 _XOR_TABLES = [bytes(a ^ b for a in range(256)) for b in range(256)]
 _HEADER16 = struct.Struct("!BBH").pack
@@ -168,11 +169,40 @@ def _mask_small(key: bytes, data: bytes | bytearray) -> bytes:
     return ((int.from_bytes(data, "little") ^ mask) & full).to_bytes(n, "little")
 
 
-def _mask_into(buf: bytearray, start: int, key: bytes, end: int | None = None) -> None:
+def _py_mask_into(buf: bytearray, start: int, key: bytes, end: int | None = None) -> None:
     """XOR ``buf[start:end]`` in place with the repeated 4-byte ``key``."""
     for lane in range(4):
         i = start + lane
         buf[i:end:4] = buf[i:end:4].translate(_XOR_TABLES[key[lane]])
+
+
+def _py_apply_mask(data: bytes | bytearray | memoryview, key: bytes) -> bytes | bytearray:
+    """Return ``data`` XORed with ``key`` (a new object; ``data`` is left as it is)."""
+    if len(data) < _SMALL_MASK:
+        return _mask_small(key, bytes(data) if isinstance(data, memoryview) else data)
+    buf = bytearray(data)
+    _py_mask_into(buf, 0, key)
+    return buf
+
+
+_MaskInto = Callable[[bytearray, int, bytes, "int | None"], None]
+_ApplyMask = Callable[[bytes | bytearray | memoryview, bytes], bytes | bytearray]
+
+try:
+    from ._speedups import apply_mask as _c_apply_mask
+    from ._speedups import mask_into as _c_mask_into
+except ImportError:  # not compiled (no C compiler at install time): pure Python
+    _c_apply_mask = _c_mask_into = None  # type: ignore[assignment]
+
+#: ``True`` when payloads are masked by the C extension ``_speedups`` (built at
+#: install time where a C compiler is available; ``SIMPLE_WEBSOCKET_NO_EXTENSIONS=1``
+#: in the environment turns it off). The results are the same either way.
+SPEEDUPS = _c_apply_mask is not None and not os.environ.get("SIMPLE_WEBSOCKET_NO_EXTENSIONS")
+#: ``_apply_mask(data, key)``: ``data`` XORed with the repeated 4-byte ``key``, as a
+#: new object. ``_mask_into(buf, start, key, end)``: the same, in place on
+#: ``buf[start:end]`` (``end=None``: to the end of ``buf``).
+_apply_mask: _ApplyMask = _c_apply_mask if SPEEDUPS else _py_apply_mask
+_mask_into: _MaskInto = _c_mask_into if SPEEDUPS else _py_mask_into
 
 
 def _take_buffer(size: int) -> bytearray:
@@ -189,26 +219,17 @@ def _give_back(buf: bytearray) -> None:
         _pool.append(buf)
 
 
-def _unmask(key: bytes, data: bytes | bytearray | memoryview) -> bytes | bytearray:
-    """Return ``data`` XORed with ``key`` (a new object; ``data`` is left as it is)."""
-    if len(data) < _SMALL_MASK:
-        return _mask_small(key, bytes(data) if isinstance(data, memoryview) else data)
-    buf = bytearray(data)
-    _mask_into(buf, 0, key)
-    return buf
-
-
 def _masked_chunks(
     head: bytes, view: memoryview, key: bytes, size: int
 ) -> Iterator[bytes | bytearray | memoryview]:
     """``head`` and the masked ``view``, ``size`` (a multiple of 4) bytes at a time."""
     first = bytearray(head)
     first += view[:size]
-    _mask_into(first, len(head), key)
+    _mask_into(first, len(head), key, None)
     yield first
     for start in range(size, len(view), size):
         chunk = bytearray(view[start : start + size])
-        _mask_into(chunk, 0, key)
+        _mask_into(chunk, 0, key, None)
         yield chunk
 
 
@@ -220,7 +241,7 @@ def _complete(partial: _Partial) -> bytes:
         if key is None:
             return b"".join(partial.chunks)
         joined = bytearray().join(partial.chunks)
-        _mask_into(joined, 0, key)
+        _mask_into(joined, 0, key, None)
         return bytes(joined)
     partial.buf = None
     length = partial.filled
@@ -562,10 +583,9 @@ class Protocol:
                 if key is None:
                     payload: bytes | bytearray = buf[head:end]
                 elif length < _SMALL_MASK:
-                    payload = _mask_small(key, buf[head:end])
+                    payload = _apply_mask(buf[head:end], key)
                 else:
-                    payload = bytearray(memoryview(buf)[head:end])
-                    _mask_into(payload, 0, key)
+                    payload = _apply_mask(memoryview(buf)[head:end], key)
                 if first == _FIN_TEXT:
                     try:
                         append(payload.decode("utf-8"))
@@ -634,7 +654,7 @@ class Protocol:
             if rotate:
                 key = key[rotate:] + key[:rotate]
             partial.offset += take
-            chunk = _unmask(key, chunk)  # type: ignore[assignment]
+            chunk = _apply_mask(chunk, key)  # type: ignore[assignment]
         assert partial.decoder is not None
         final = not partial.need
         try:
@@ -793,12 +813,12 @@ class Protocol:
             return _header(first, 0, n) + payload
         key = self._mask_key()
         if n < _SMALL_MASK:
-            return _header(first, 0x80, n) + key + _mask_small(key, payload)
+            return _header(first, 0x80, n) + key + _apply_mask(payload, key)
         frame = bytearray(_header(first, 0x80, n))
         frame += key
         start = len(frame)
         frame += payload
-        _mask_into(frame, start, key)
+        _mask_into(frame, start, key, None)
         return frame
 
     def send_chunks(
