@@ -900,3 +900,22 @@ async def test_nagle_is_off_on_sockets_asyncio_leaves_alone() -> None:
         assert await ws.receive() == "hi"
         await ws.close()
     assert seen["nodelay"] == 1
+
+
+@pytest.mark.parametrize("read_size", [1, 3, 5, 4099])
+def test_wsproto_path_unmasks_fragments_read_in_odd_pieces(read_size: int) -> None:
+    """Fragments go through wsproto's decoder, whose payloads are unmasked piece by
+    piece as they arrive: the key must carry on across pieces and frames."""
+    rng = random.Random(read_size)
+    payload = rng.randbytes(10_001)
+    stream = b"".join(
+        frame(False, BINARY if i == 0 else CONT, payload[i : i + 3001], fin=i + 3001 >= 10_001)
+        for i in range(0, 10_001, 3001)
+    )
+    for options in ({}, {"max_message_size": 20_000}):
+        proto = Protocol(False, **options)
+        received: list[str | bytes] = []
+        for chunk in cut(stream, range(0, len(stream), read_size)):
+            received += proto.receive_data(chunk)
+        assert received == [payload]
+        assert not proto.failed

@@ -44,7 +44,14 @@ from wsproto.events import (
     TextMessage,
 )
 from wsproto.extensions import Extension
-from wsproto.frame_protocol import CloseReason, Frame, FrameDecoder, Opcode, ParseFailed
+from wsproto.frame_protocol import (
+    CloseReason,
+    Frame,
+    FrameDecoder,
+    Opcode,
+    ParseFailed,
+    XorMaskerSimple,
+)
 
 from ..errors import ConnectionClosed
 from .deflate import Deflate
@@ -284,8 +291,27 @@ class _Partial:
         self.offset = 0
 
 
+class _Masker:
+    """Unmasks a frame's payload as it arrives, with ``_mask_into`` (C if built)."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+
+    def process(self, data: bytearray) -> bytearray:
+        if data:
+            key = self.key
+            _mask_into(data, 0, key, None)
+            # The next piece of the payload goes on with the next key byte.
+            rotate = len(data) & 3
+            if rotate:
+                self.key = key[rotate:] + key[:rotate]
+        return data
+
+
 class _FrameDecoder(FrameDecoder):
-    """wsproto's frame decoder, refusing a message over the limit on a frame header.
+    """wsproto's frame decoder, with a size check on frame headers and a fast unmask.
 
     wsproto delivers a data frame's payload as it arrives, and counting it only
     then lets a peer that announces a huge frame make us buffer up to the limit
@@ -293,10 +319,18 @@ class _FrameDecoder(FrameDecoder):
     as each header is parsed, and the message fails with 1009 as soon as they
     exceed ``max_size``. A compressed message is exempt: its inflated size is
     what counts, and :class:`Deflate` checks it while inflating.
+
+    Masked payloads (a client's frames) are unmasked by :class:`_Masker` when the
+    C extension is there, instead of wsproto's pure-Python masker: this is the
+    path of compressed and fragmented messages.
     """
 
     def __init__(
-        self, client: bool, extensions: list[Extension], max_size: int, deflate: Deflate | None
+        self,
+        client: bool,
+        extensions: list[Extension],
+        max_size: int | None,
+        deflate: Deflate | None,
     ) -> None:
         super().__init__(client, extensions)
         self.max_size = max_size
@@ -307,10 +341,13 @@ class _FrameDecoder(FrameDecoder):
     def parse_header(self) -> bool:
         if not super().parse_header():
             return False
+        masker = self.masker
+        if SPEEDUPS and isinstance(masker, XorMaskerSimple):
+            self.masker = _Masker(bytes(masker._masking_key))  # type: ignore[assignment]
         header = self.header
         assert header is not None
         opcode = header.opcode
-        if opcode.iscontrol():
+        if opcode.iscontrol() or self.max_size is None:
             return True
         if opcode is not Opcode.CONTINUATION:
             self.announced = 0
@@ -404,7 +441,7 @@ class Protocol:
         self.fast_path = False
         try:
             frames = self._conn._proto
-            if max_message_size is not None:
+            if max_message_size is not None or SPEEDUPS:
                 frames._frame_decoder = _FrameDecoder(
                     client, frames.extensions, max_message_size, self._deflate
                 )
