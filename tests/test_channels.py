@@ -281,3 +281,199 @@ async def test_channel_context_manager_and_stream(scripted):
                 assert (await anext(s)).price == 3
             assert ws.connected  # closing the stream did not close the connection
         assert not ws.connected
+
+
+# -- the direct path (nothing buffered, no request pending) and the inbox path --------
+
+PARITY_SCRIPT = [
+    json.dumps({"type": "tick", "price": 1}),
+    "not json",
+    json.dumps({"type": "ack", "id": 99, "channel": "other"}),  # answers no request
+    json.dumps({"type": "tick", "price": "high"}),
+    json.dumps({"type": "tick", "price": 2}),
+    b'{"type": "tick", "price": 3}',
+]
+
+
+async def _outcomes(channel, mode, calls):
+    """Receive ``calls`` times; record each message or each DecodeError's details."""
+    outcomes = []
+    for _ in range(calls):
+        try:
+            if mode == "receive":
+                outcomes.append(await channel.receive(timeout=5))
+            else:
+                outcomes.append(await asyncio.wait_for(anext(channel), 5))
+        except DecodeError as exc:
+            outcomes.append(("error", exc.data, type(exc.__cause__), type(exc.__context__)))
+    return outcomes
+
+
+@pytest.mark.parametrize("mode", ["receive", "iterate"])
+@pytest.mark.parametrize("policy", ["raise", "skip", "callable"])
+async def test_direct_and_request_tracking_paths_agree(scripted, caplog, mode, policy):
+    """With or without a request pending, the same messages and errors come out."""
+    scripted["script"] = PARITY_SCRIPT
+    valid = [Tick(price=1), Ack(id=99, channel="other"), Tick(price=2), Tick(price=3)]
+    if policy == "raise":
+        expected = [
+            valid[0],
+            ("error", "not json", ValidationError, ValidationError),
+            valid[1],
+            ("error", PARITY_SCRIPT[3], ValidationError, ValidationError),
+            *valid[2:],
+        ]
+    else:
+        expected = valid
+    results = {}
+    for tracking in (False, True):
+        errors = []
+        on_invalid = errors.append if policy == "callable" else policy
+        caplog.clear()
+        async with AioClient.connect(scripted["url"]) as ws:
+            channel = typed(ws, ServerEvent, on_invalid=on_invalid)
+            request = None
+            if tracking:
+                # The scripted server never answers: the request stays pending and
+                # every message goes through id matching and the inbox.
+                request = asyncio.create_task(channel.request(Subscribe(channel="x")))
+                await asyncio.sleep(0)
+                assert channel._pending
+            with caplog.at_level(logging.WARNING, logger="simple_websocket"):
+                outcomes = await _outcomes(channel, mode, len(expected))
+            if request is not None:
+                assert not request.done()
+                request.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await request
+            assert await channel.receive(timeout=0) is None
+        skipped = [record.getMessage() for record in caplog.records]
+        results[tracking] = (outcomes, [error.data for error in errors], skipped)
+    assert results[False][0] == expected
+    assert results[False] == results[True]
+    if policy == "callable":
+        assert results[False][1] == ["not json", PARITY_SCRIPT[3]]
+    if policy == "skip":
+        assert len(results[False][2]) == 2
+
+
+@pytest.mark.parametrize("mode", ["receive", "iterate"])
+async def test_switching_between_paths_while_messages_flow_loses_nothing(scripted, mode):
+    """Requests start and finish in the middle of a stream: every tick arrives once."""
+    counter = iter(range(1000))
+
+    def tick():
+        return json.dumps({"type": "tick", "price": next(counter)})
+
+    async def handler(conn):
+        for _ in range(20):
+            await conn.send(tick())
+        async for message in conn:
+            request = json.loads(message)
+            # Ticks before and after the response, then more for the direct path.
+            for _ in range(5):
+                await conn.send(tick())
+            await conn.send(json.dumps({"type": "ack", "id": request["id"], "channel": "ok"}))
+            for _ in range(25):
+                await conn.send(tick())
+
+    scripted["handler"] = handler
+    rounds, per_round = 4, 20
+    total = 20 + rounds * 30
+    prices, acks, requests = [], [], []
+    async with AioClient.connect(scripted["url"]) as ws:
+        channel = typed(ws, ServerEvent)
+
+        def on_message(event):
+            assert isinstance(event, Tick), event
+            prices.append(event.price)
+            if len(prices) % per_round == 0 and len(requests) < rounds:
+                # Started between two reads; the next read may already be under way.
+                requests.append(
+                    asyncio.create_task(channel.request(Subscribe(channel="c"), timeout=5))
+                )
+
+        if mode == "receive":
+            while len(prices) < total:
+                on_message(await channel.receive(timeout=5))
+        else:
+            async for event in channel:
+                on_message(event)
+                if len(prices) == total:
+                    break
+        acks = await asyncio.gather(*requests)
+        assert await channel.receive(timeout=0.05) is None
+    assert prices == list(range(total))
+    assert len(acks) == rounds and all(isinstance(ack, Ack) for ack in acks)
+    assert len({ack.id for ack in acks}) == rounds
+
+
+async def test_request_started_during_a_direct_read_gets_its_response(scripted):
+    async def handler(conn):
+        request = json.loads(await conn.recv())
+        await conn.send(json.dumps({"type": "ack", "id": request["id"], "channel": "a"}))
+        await conn.send(json.dumps({"type": "tick", "price": 7}))
+        await conn.wait_closed()
+
+    scripted["handler"] = handler
+    async with AioClient.connect(scripted["url"]) as ws:
+        channel = typed(ws, ServerEvent)
+        reader = asyncio.create_task(channel.receive(timeout=5))
+        await asyncio.sleep(0)
+        assert channel._reading  # the receive() call is reading, no request pending
+        ack = await channel.request(Subscribe(channel="a"), timeout=5)
+        assert ack == Ack(id=ack.id, channel="a")
+        assert await reader == Tick(price=7)  # the response did not go to receive()
+
+
+@pytest.mark.parametrize(("code", "mode"), [(1011, "receive"), (1000, "iterate")])
+async def test_close_during_a_direct_read_fails_pending_requests(scripted, code, mode):
+    async def handler(conn):
+        await conn.recv()
+        await conn.close(code, "bye")
+
+    scripted["handler"] = handler
+    async with AioClient.connect(scripted["url"]) as ws:
+        channel = typed(ws, ServerEvent)
+
+        async def read():
+            if mode == "receive":
+                return await channel.receive()
+            return [event async for event in channel]
+
+        reader = asyncio.create_task(read())
+        await asyncio.sleep(0)
+        assert channel._reading
+        with pytest.raises(ConnectionClosed) as info:
+            await channel.request(Subscribe(channel="a"), timeout=5)
+        assert info.value.reason == code
+        if mode == "receive":
+            with pytest.raises(ConnectionClosed) as info:
+                await reader
+            assert info.value.reason == code
+        else:
+            assert await reader == []  # a normal close ends iteration quietly
+
+
+@pytest.mark.parametrize("mode", ["receive", "iterate"])
+async def test_concurrent_receivers_get_each_message_once(scripted, mode):
+    async def handler(conn):
+        await conn.recv()  # once every receiver waits
+        for price in range(30):
+            await conn.send(json.dumps({"type": "tick", "price": price}))
+        await conn.wait_closed()
+
+    scripted["handler"] = handler
+    async with AioClient.connect(scripted["url"]) as ws:
+        channel = typed(ws, Tick)
+        if mode == "receive":
+            receivers = [asyncio.create_task(channel.receive(timeout=5)) for _ in range(30)]
+        else:
+            receivers = [asyncio.create_task(anext(channel)) for _ in range(30)]
+        await asyncio.sleep(0)
+        # One of them reads, the others wait for it and must be woken after each read.
+        assert channel._reading and len(channel._watchers) == 29
+        await ws.send("go")
+        ticks = await asyncio.wait_for(asyncio.gather(*receivers), 5)
+        assert sorted(tick.price for tick in ticks) == list(range(30))
+        assert await channel.receive(timeout=0.01) is None

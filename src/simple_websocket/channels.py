@@ -9,7 +9,10 @@ Reading is done by whichever caller needs a message (``receive``, iteration or a
 pending ``request``); one caller reads at a time and the others wait for it, so
 there is no background task and messages keep their order. Messages that are not
 the response to a pending request go to a small inbox consumed by ``receive`` and
-iteration.
+iteration. When the inbox is empty, no other caller is reading and no request is
+pending, ``receive`` and iteration decode the message they read and return it
+directly, which costs about what ``Model.model_validate_json(await ws.receive())``
+does.
 """
 
 from __future__ import annotations
@@ -165,11 +168,7 @@ class TypedChannel(Generic[R]):
                 timeout = None if deadline is None else max(0.0, deadline - loop.time())
                 raw = await self.ws.receive(timeout)
         except StopAsyncIteration:
-            self._fail_pending(
-                ConnectionClosed(
-                    getattr(self.ws, "close_reason", 1000), getattr(self.ws, "close_message", None)
-                )
-            )
+            self._fail_pending(self._closed_normally())
             raise
         except ConnectionClosed as exc:
             self._fail_pending(exc)
@@ -197,6 +196,12 @@ class TypedChannel(Generic[R]):
                     return
         self._inbox.append((True, obj))
 
+    def _closed_normally(self) -> ConnectionClosed:
+        """Return the error pending requests fail with when iteration ends."""
+        return ConnectionClosed(
+            getattr(self.ws, "close_reason", 1000), getattr(self.ws, "close_message", None)
+        )
+
     def _fail_pending(self, exc: ConnectionClosed) -> None:
         pending = self._pending
         self._pending = {}
@@ -210,14 +215,25 @@ class TypedChannel(Generic[R]):
         self._notify()  # room in the inbox: a request waiting for it may read on
         if ok:
             return value
+        self._invalid(value)
+        return _SKIP
+
+    def _invalid(self, error: DecodeError) -> None:
+        """Apply the ``on_invalid`` policy to a message that failed decoding.
+
+        Returns only when the message is to be skipped (``"skip"``, after logging
+        it, or a callable, after calling it).
+
+        Raises:
+            DecodeError: ``error`` itself, with ``on_invalid="raise"``.
+        """
         if self.on_invalid == "raise":
-            raise value
+            raise error
         if self.on_invalid == "skip":
-            logger.warning("skipped invalid message: %s", value)
+            logger.warning("skipped invalid message: %s", error)
         else:
             assert callable(self.on_invalid)
-            self.on_invalid(value)
-        return _SKIP
+            self.on_invalid(error)
 
     async def receive(self, timeout: float | None = None) -> R | None:
         """Receive the next message as an instance of the channel's type.
@@ -236,8 +252,36 @@ class TypedChannel(Generic[R]):
 
         Cancelling ``receive()`` loses no message.
         """
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        if not self._inbox and not self._reading:
+            # Fast path: nothing is buffered and no other caller is reading, so this
+            # call becomes the reader and decodes the message itself, without going
+            # through the inbox. It does what one turn of the loop below would do:
+            # same reader flag, same wake-ups, same failure of pending requests.
+            self._reading = True
+            try:
+                raw = await self.ws.receive(None if timeout is None else max(0.0, timeout))
+            except ConnectionClosed as exc:
+                self._fail_pending(exc)
+                raise
+            finally:
+                self._reading = False
+                if self._watchers:
+                    self._notify()
+            if raw is not None:
+                # A request may have started while this call was reading: then the
+                # message may be its response and takes the request-matching route.
+                if not self._pending:
+                    try:
+                        return self.receive_codec.decode(raw)  # type: ignore[no-any-return]
+                    except DecodeError as exc:
+                        error = exc
+                    # Out of the handler, as when the error comes from the inbox.
+                    self._invalid(error)
+                else:
+                    self._dispatch(raw)
+            elif deadline is not None:
+                return None
         while True:
             while self._inbox:
                 value = self._take()
@@ -251,7 +295,40 @@ class TypedChannel(Generic[R]):
         return self
 
     async def __anext__(self) -> R:
-        """Return the next message; ends quietly when the connection closes normally."""
+        """Return the next message; ends quietly when the connection closes normally.
+
+        Raises:
+            StopAsyncIteration: The connection closed normally (pending requests
+                fail with :class:`ConnectionClosed`).
+            DecodeError: With ``on_invalid="raise"``, the next message failed
+                decoding; iteration may go on with the next one.
+            ConnectionClosed: The connection closed abnormally.
+        """
+        if not self._inbox and not self._reading:
+            # Fast path, as in receive(): become the reader and decode directly.
+            self._reading = True
+            try:
+                raw = await self.ws.__aiter__().__anext__()
+            except StopAsyncIteration:
+                self._fail_pending(self._closed_normally())
+                raise
+            except ConnectionClosed as exc:
+                self._fail_pending(exc)
+                raise
+            finally:
+                self._reading = False
+                if self._watchers:
+                    self._notify()
+            if raw is not None:
+                if not self._pending:
+                    try:
+                        return self.receive_codec.decode(raw)  # type: ignore[no-any-return]
+                    except DecodeError as exc:
+                        error = exc
+                    # Out of the handler, as when the error comes from the inbox.
+                    self._invalid(error)
+                else:
+                    self._dispatch(raw)
         while True:
             while self._inbox:
                 value = self._take()
