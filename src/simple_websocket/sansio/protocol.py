@@ -196,10 +196,13 @@ _MaskInto = Callable[[bytearray, int, bytes, "int | None"], None]
 _ApplyMask = Callable[[bytes | bytearray | memoryview, bytes], bytes | bytearray]
 
 try:
-    from ._speedups import apply_mask as _c_apply_mask
-    from ._speedups import mask_into as _c_mask_into
+    from . import _speedups
 except ImportError:  # not compiled (no C compiler at install time): pure Python
-    _c_apply_mask = _c_mask_into = None  # type: ignore[assignment]
+    _c_apply_mask: _ApplyMask | None = None
+    _c_mask_into: _MaskInto | None = None
+else:
+    _c_apply_mask = _speedups.apply_mask
+    _c_mask_into = _speedups.mask_into
 
 #: ``True`` when payloads are masked by the C extension ``_speedups`` (built at
 #: install time where a C compiler is available; ``SIMPLE_WEBSOCKET_NO_EXTENSIONS=1``
@@ -208,8 +211,11 @@ SPEEDUPS = _c_apply_mask is not None and not os.environ.get("SIMPLE_WEBSOCKET_NO
 #: ``_apply_mask(data, key)``: ``data`` XORed with the repeated 4-byte ``key``, as a
 #: new object. ``_mask_into(buf, start, key, end)``: the same, in place on
 #: ``buf[start:end]`` (``end=None``: to the end of ``buf``).
-_apply_mask: _ApplyMask = _c_apply_mask if SPEEDUPS else _py_apply_mask
-_mask_into: _MaskInto = _c_mask_into if SPEEDUPS else _py_mask_into
+_apply_mask: _ApplyMask = _py_apply_mask
+_mask_into: _MaskInto = _py_mask_into
+if SPEEDUPS and _c_apply_mask is not None and _c_mask_into is not None:
+    _apply_mask = _c_apply_mask
+    _mask_into = _c_mask_into
 
 
 def _take_buffer(size: int) -> bytearray:
