@@ -8,8 +8,10 @@ from simple_websocket.sansio.handshake import (
     MAX_HEAD_SIZE,
     ClientHandshake,
     HandshakeRequest,
+    ServerHandshake,
     accept_key,
     accept_request,
+    build_accept_response,
     build_reject_response,
     normalize_headers,
     normalize_subprotocols,
@@ -289,3 +291,288 @@ def test_response_with_its_own_content_type():
     assert b"text/plain" not in head
     assert b"Content-Type: text/html" in head
     assert body == b"<p>hi</p>"
+
+
+# -- header lookups: case, repetition, token lists ------------------------------------
+
+
+def request_with(*lines: str, start: str = "GET / HTTP/1.1") -> HandshakeRequest:
+    parsed = parse_request_head(("\r\n".join([start, *lines]) + "\r\n\r\n").encode("latin-1"))
+    assert parsed is not None
+    return parsed[0]
+
+
+VALID_LINES = (
+    "Host: h",
+    "Upgrade: websocket",
+    "Connection: Upgrade",
+    f"Sec-WebSocket-Key: {KEY}",
+    "Sec-WebSocket-Version: 13",
+)
+
+
+def test_header_names_are_case_insensitive_and_keep_their_case():
+    request = request_with(
+        "hOST: h",
+        "UPGRADE: WebSocket",
+        "connection: keep-alive, UPGRADE",
+        f"sec-websocket-key: {KEY}",
+        "SEC-WEBSOCKET-VERSION: 13",
+        "sec-WEBSOCKET-protocol: chat",
+        "Sec-Websocket-Extensions: permessage-deflate",
+    )
+    assert [name for name, _ in request.headers][:2] == ["hOST", "UPGRADE"]
+    assert request.header("Host") == request.host == "h"
+    assert request.subprotocols == ["chat"]
+    assert request.extensions == ["permessage-deflate"]
+    assert validate_request(request) == KEY
+    response, extensions = accept_request(request, "chat")
+    assert (
+        response
+        == (
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Accept: {expected_accept(KEY)}\r\nSec-WebSocket-Protocol: chat\r\n"
+            "Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
+        ).encode()
+    )
+    assert [e.name for e in extensions] == ["permessage-deflate"]
+
+
+def test_repeated_headers_concatenate_tokens_in_order():
+    request = request_with(
+        *VALID_LINES,
+        "Sec-WebSocket-Protocol: a, b",
+        "sec-websocket-protocol: c",
+        "Sec-WebSocket-Extensions: x-one",
+        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits, x-two",
+    )
+    assert request.subprotocols == ["a", "b", "c"]
+    assert request.extensions == [
+        "x-one",
+        "permessage-deflate; client_max_window_bits",
+        "x-two",
+    ]
+    # A subprotocol from the second header is one the client offered.
+    response, extensions = accept_request(request, "c")
+    assert b"\r\nSec-WebSocket-Protocol: c\r\n" in response
+    assert b"\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=15\r\n" in (
+        response
+    )
+    assert [e.name for e in extensions] == ["permessage-deflate"]
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        ("Upgrade: h2c", "Upgrade: websocket"),
+        ("Upgrade: h2c,websocket",),
+        ("Connection: keep-alive", "Connection: Upgrade"),
+        ("Connection: , keep-alive ,,\tUpgrade ,",),
+        ("Connection: upgrade",),
+    ],
+)
+def test_token_lists_are_split_stripped_and_matched_case_insensitively(lines):
+    names = {line.partition(":")[0] for line in lines}
+    base = [line for line in VALID_LINES if line.partition(":")[0] not in names]
+    assert validate_request(request_with(*base, *lines)) == KEY
+
+
+@pytest.mark.parametrize(
+    ("lines", "status", "problem"),
+    [
+        # The first value of a repeated single-valued header is the one that counts.
+        (("Sec-WebSocket-Version: 8", "Sec-WebSocket-Version: 13"), 426, "'8'"),
+        (("Sec-WebSocket-Version: 13, 8",), 426, "'13, 8'"),
+        (("Host: ", "Host: h"), 400, "Host"),
+        # A token must match exactly, not as a substring.
+        (("Upgrade: websocket/13",), 426, "Upgrade"),
+        (("Connection: Upgraded",), 400, "Connection"),
+        (("Sec-WebSocket-Key: " + "\xe9" * 24,), 400, "Key"),
+        (("Sec-WebSocket-Key: " + KEY[:8] + " " + KEY[8:],), 400, "Key"),
+    ],
+)
+def test_single_valued_headers_and_tokens(lines, status, problem):
+    names = {line.partition(":")[0] for line in lines}
+    base = [line for line in VALID_LINES if line.partition(":")[0] not in names]
+    with pytest.raises(HandshakeError, match=problem) as info:
+        validate_request(request_with(*base, *lines))
+    assert info.value.status_code == status
+
+
+def test_validation_reports_the_first_problem_in_a_fixed_order():
+    # Upgrade comes first (426) even when Connection, Version, Key and Host fail too.
+    with pytest.raises(HandshakeError, match="Upgrade") as info:
+        validate_request(request_with("Sec-WebSocket-Version: 8"))
+    assert info.value.status_code == 426
+    with pytest.raises(HandshakeError, match="Connection"):
+        validate_request(request_with("Upgrade: websocket", "Sec-WebSocket-Version: 8"))
+    with pytest.raises(HandshakeError, match="Key"):
+        validate_request(request_with(*VALID_LINES[1:3], "Sec-WebSocket-Version: 13"))
+    with pytest.raises(HandshakeError, match="Host"):
+        validate_request(request_with(*VALID_LINES[1:]))
+    with pytest.raises(HandshakeError, match="GET"):
+        validate_request(request_with(*VALID_LINES, start="POST / HTTP/1.1"))
+
+
+def test_header_values_are_stripped_and_keep_inner_colons():
+    request = request_with(
+        "Host:\t h:8000 \t",
+        "X-Empty:",
+        "X-Spaced  Name: v",
+        "Upgrade:websocket",
+    )
+    assert request.headers == [
+        ("Host", "h:8000"),
+        ("X-Empty", ""),
+        ("X-Spaced  Name", "v"),
+        ("Upgrade", "websocket"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        " Folded: value",  # obsolete line folding (RFC 7230 3.2.4)
+        "\tFolded: value",
+        "Host : h",  # whitespace between name and colon
+        "Host\t: h",
+        ": no name",
+        "no colon",
+    ],
+)
+def test_malformed_header_lines_name_the_first_one(line):
+    with pytest.raises(HandshakeError) as info:
+        parse_request_head(f"GET / HTTP/1.1\r\nHost: h\r\n{line}\r\nBad line\r\n\r\n".encode())
+    assert info.value.status_code == 400
+    assert repr(line) in info.value.detail
+
+
+def test_header_count_limit():
+    lines = "".join(f"X-{i}: v\r\n" for i in range(128))
+    parsed = parse_request_head(f"GET / HTTP/1.1\r\n{lines}\r\n".encode())
+    assert parsed is not None
+    assert len(parsed[0].headers) == 128
+    with pytest.raises(HandshakeError) as info:
+        parse_request_head(f"GET / HTTP/1.1\r\n{lines}X-128: v\r\n\r\n".encode())
+    assert info.value.status_code == 431
+
+
+@pytest.mark.parametrize("convert", [bytes, bytearray])
+def test_bytes_after_the_head_are_returned_as_bytes(convert):
+    head = upgrade_request()
+    for after in (b"", b"\x81\x02hi", b"\r\n\r\n"):
+        parsed = parse_request_head(convert(head + after))
+        assert parsed is not None
+        assert type(parsed[1]) is bytes
+        assert parsed[1] == after
+    assert parse_request_head(convert(head[:-1])) is None
+
+
+def test_head_size_limit_is_exact():
+    filler = "GET / HTTP/1.1\r\nX: "
+    # The head (without its final CRLF CRLF) may be MAX_HEAD_SIZE bytes long.
+    at_limit = filler + "a" * (MAX_HEAD_SIZE - len(filler))
+    assert parse_request_head((at_limit + "\r\n\r\n").encode()) is not None
+    with pytest.raises(HandshakeError) as info:
+        parse_request_head((at_limit + "a\r\n\r\n").encode())
+    assert info.value.status_code == 431
+    # Incomplete: refused once more than MAX_HEAD_SIZE bytes wait for the end.
+    assert parse_request_head(b"x" * MAX_HEAD_SIZE) is None
+    with pytest.raises(HandshakeError):
+        parse_request_head(b"x" * (MAX_HEAD_SIZE + 1))
+
+
+# -- the 101 response ---------------------------------------------------------------
+
+
+def test_accept_response_bytes():
+    head = (
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Accept: {expected_accept(KEY)}\r\n"
+    )
+    assert build_accept_response(KEY, None, None) == (head + "\r\n").encode()
+    assert build_accept_response(KEY, "", "", []) == (head + "\r\n").encode()
+    assert build_accept_response(
+        KEY, "chat", "permessage-deflate", [("X-A", "1"), ("X-B", "\xe9")]
+    ) == (
+        head + "Sec-WebSocket-Protocol: chat\r\nSec-WebSocket-Extensions: permessage-deflate\r\n"
+        "X-A: 1\r\nX-B: \xe9\r\n\r\n"
+    ).encode("latin-1")
+    assert (
+        build_accept_response(KEY, None, None, [("X-A", "1")]) == (head + "X-A: 1\r\n\r\n").encode()
+    )
+    with pytest.raises(UnicodeEncodeError):
+        build_accept_response(KEY, None, None, [("X-A", "\u20ac")])
+
+
+def test_accept_request_response_bytes_for_a_plain_request():
+    request = request_with(*VALID_LINES, "Sec-WebSocket-Extensions: permessage-deflate")
+    expected = (
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Accept: {expected_accept(KEY)}\r\n\r\n"
+    ).encode()
+    assert accept_request(request, None, compression=False) == (expected, [])
+    response, extensions = accept_request(request, None, extra_headers=[("X-A", "1")])
+    assert response == expected[:-2] + (
+        b"Sec-WebSocket-Extensions: permessage-deflate\r\nX-A: 1\r\n\r\n"
+    )
+    assert [e.name for e in extensions] == ["permessage-deflate"]
+
+
+def test_compression_off_ignores_extension_offers():
+    request = request_with(*VALID_LINES, "Sec-WebSocket-Extensions: permessage-deflate; bogus")
+    response, extensions = accept_request(request, None, compression=False)
+    assert extensions == []
+    assert b"Extensions" not in response
+
+
+@pytest.mark.parametrize(
+    "offer",
+    [
+        "permessage-deflate; client_max_window_bits=\xb2",  # a digit int() refuses
+        "permessage-deflate; server_max_window_bits=1\xb9",
+        "permessage-deflate; server_max_window_bits=16",
+        "permessage-deflate; client_max_window_bits=09",
+        "permessage-deflate; server_no_context_takeover=1",
+        "permessage-deflate; server_max_window_bits",
+        "permessage-deflate; unknown",
+    ],
+)
+def test_invalid_deflate_offers_are_declined(offer):
+    request = request_with(*VALID_LINES, f"Sec-WebSocket-Extensions: {offer}")
+    response, extensions = accept_request(request, None)
+    assert extensions == []
+    assert b"Sec-WebSocket-Extensions" not in response
+    # The next offer is still considered.
+    request = request_with(*VALID_LINES, f"Sec-WebSocket-Extensions: {offer}, permessage-deflate")
+    response, extensions = accept_request(request, None)
+    assert [e.name for e in extensions] == ["permessage-deflate"]
+    assert b"\r\nSec-WebSocket-Extensions: permessage-deflate\r\n" in response
+
+
+def test_client_refuses_a_deflate_response_with_a_digit_int_refuses():
+    hs = ClientHandshake(parse_url("ws://h/"))
+    extra = "Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=\xb2\r\n"
+    with pytest.raises(HandshakeError, match="invalid extension"):
+        hs.receive_data(_response(hs.key, extra).decode().encode("latin-1"))
+
+
+class _Server(ServerHandshake):
+    def __init__(self, subprotocols: list[str], compression: bool = True) -> None:
+        self._init_server_handshake(subprotocols, compression)
+
+
+def test_server_handshake_chooses_the_clients_first_supported_subprotocol():
+    request = request_with(
+        *VALID_LINES, "Sec-WebSocket-Protocol: a, b", "Sec-WebSocket-Protocol: c"
+    )
+    assert _Server([]).choose_subprotocol(request) is None
+    assert _Server(["c", "b"]).choose_subprotocol(request) == "b"
+    assert _Server(["c"]).choose_subprotocol(request) == "c"
+    assert _Server(["z"]).choose_subprotocol(request) is None
+    response, _, subprotocol = _Server(["c"])._handshake_answer(request)
+    assert subprotocol == "c"
+    assert b"\r\nSec-WebSocket-Protocol: c\r\n" in response
+    # Without supported subprotocols the offers are not even looked at.
+    bad = request_with(*VALID_LINES, "Sec-WebSocket-Protocol: ,")
+    assert _Server([])._handshake_answer(bad)[2] is None

@@ -147,30 +147,90 @@ def get_header(headers: Sequence[tuple[str, str]], name: str) -> str | None:
     return None
 
 
+def _split_tokens(value: str, tokens: list[str]) -> None:
+    """Append the non-empty, stripped, comma separated tokens of ``value`` to ``tokens``."""
+    if "," in value:
+        tokens += [t for t in map(str.strip, value.split(",")) if t]
+    else:
+        # One token: the same result as the split above, without building a list.
+        token = value.strip()
+        if token:
+            tokens.append(token)
+
+
 def get_tokens(headers: Sequence[tuple[str, str]], name: str) -> list[str]:
-    """Return the comma separated tokens of every header called ``name``."""
+    """Return the comma separated tokens of every header called ``name``.
+
+    Names are compared case-insensitively; the tokens of repeated headers are
+    concatenated in header order. Each token is stripped of whitespace and empty
+    tokens are dropped (``"a, ,b"`` gives ``["a", "b"]``).
+    """
     lname = name.lower()
     tokens: list[str] = []
     for key, value in headers:
         if key.lower() == lname:
-            tokens.extend(t.strip() for t in value.split(",") if t.strip())
+            _split_tokens(value, tokens)
     return tokens
 
 
+def _index_headers(headers: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """Map each lower-cased header name to its values, in header order.
+
+    One pass over the headers answers every lookup of a handshake: the first
+    element of a list is what :func:`get_header` returns for that name, and
+    :func:`_index_tokens` of it what :func:`get_tokens` returns. Callers build it for
+    one operation and do not keep it, so later changes to the headers are seen.
+    """
+    index: dict[str, list[str]] = {}
+    for name, value in headers:
+        lname = name.lower()
+        values = index.get(lname)
+        if values is None:
+            index[lname] = [value]
+        else:
+            values.append(value)
+    return index
+
+
+def _index_tokens(index: Mapping[str, list[str]], lname: str) -> list[str]:
+    """Return :func:`get_tokens` of the header ``lname`` (lower case) in ``index``."""
+    tokens: list[str] = []
+    for value in index.get(lname, ()):
+        _split_tokens(value, tokens)
+    return tokens
+
+
+def _index_first(index: Mapping[str, list[str]], lname: str) -> str | None:
+    """Return :func:`get_header` of the header ``lname`` (lower case) in ``index``."""
+    values = index.get(lname)
+    return None if values is None else values[0]
+
+
 def accept_key(key: str) -> str:
-    """Return the ``Sec-WebSocket-Accept`` value for a ``Sec-WebSocket-Key``."""
+    """Return the ``Sec-WebSocket-Accept`` value for a ``Sec-WebSocket-Key``.
+
+    Raises:
+        UnicodeEncodeError: ``key`` is not ASCII.
+    """
+    return _accept_key_bytes(key).decode("ascii")
+
+
+def _accept_key_bytes(key: str) -> bytes:
+    """Return :func:`accept_key` of ``key`` as ASCII bytes."""
     digest = hashlib.sha1(key.encode("ascii") + _GUID).digest()
-    return base64.b64encode(digest).decode("ascii")
+    return binascii.b2a_base64(digest, newline=False)
 
 
 def _split_head(data: bytes | bytearray) -> tuple[list[str], bytes] | None:
     """Split a complete HTTP head off ``data``.
 
     Returns ``None`` while the head is incomplete, else the head's lines (start line
-    first) and the bytes after it.
+    first, split on CRLF only; a lone CR or LF stays in its line) decoded as Latin-1
+    and the bytes after the blank line that ends the head.
 
     Raises:
-        HandshakeError: The head is larger than ``MAX_HEAD_SIZE`` or not ASCII/Latin-1.
+        HandshakeError: With status 431 when the head is larger than
+            ``MAX_HEAD_SIZE``.
     """
     end = data.find(b"\r\n\r\n")
     if end < 0:
@@ -179,19 +239,34 @@ def _split_head(data: bytes | bytearray) -> tuple[list[str], bytes] | None:
         return None
     if end > MAX_HEAD_SIZE:
         raise HandshakeError("HTTP head too large", 431)
-    head = bytes(data[:end]).decode("latin-1")
-    return head.split("\r\n"), bytes(data[end + 4 :])
+    # Latin-1 maps every byte to one character, so decoding cannot fail.
+    lines = data[:end].decode("latin-1").split("\r\n")
+    start = end + 4
+    # Most heads arrive alone: skip the copy of an empty remainder.
+    return lines, (bytes(data[start:]) if start < len(data) else b"")
 
 
 def _parse_header_lines(lines: list[str]) -> Headers:
+    """Parse header lines (the head without its start line) into ``(name, value)``.
+
+    A line needs a colon and a non-empty name without whitespace around it (which
+    also refuses obsolete line folding: a continuation line starts with whitespace).
+    Names keep their case; values are stripped of surrounding whitespace. Repeated
+    headers are kept, in order.
+
+    Raises:
+        HandshakeError: With status 431 for more than ``_MAX_HEADERS`` lines, else
+            400 naming the first malformed line.
+    """
     if len(lines) > _MAX_HEADERS:
         raise HandshakeError("too many HTTP headers", 431)
     headers: Headers = []
     for line in lines:
         name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip() or line[0] in " \t":
+        if sep and name and name == name.strip():
+            headers.append((name, value.strip()))
+        else:
             raise HandshakeError(f"malformed HTTP header line {line!r}", 400)
-        headers.append((name, value.strip()))
     return headers
 
 
@@ -262,30 +337,46 @@ def validate_request(request: HandshakeRequest) -> str:
         HandshakeError: With ``status_code`` 426 when the request is not a WebSocket
             upgrade at all, else 400, and a ``detail`` naming the problem.
     """
-    headers = request.headers
+    return _validate(request)[0]
+
+
+def _validate(request: HandshakeRequest) -> tuple[str, dict[str, list[str]]]:
+    """Do what :func:`validate_request` does; also return the request's header index.
+
+    The checks run in a fixed order and the first failure is raised, so a request
+    with several problems is always refused for the same one.
+
+    Returns:
+        The client's ``Sec-WebSocket-Key`` and :func:`_index_headers` of the request's
+        headers, for the caller's further lookups.
+
+    Raises:
+        HandshakeError: As :func:`validate_request`.
+    """
     if request.method != "GET":
         raise HandshakeError(f"method must be GET, not {request.method}", 400)
-    upgrade = [t.lower() for t in get_tokens(headers, "Upgrade")]
-    if "websocket" not in upgrade:
+    # One pass over the headers serves every lookup of the handshake.
+    index = _index_headers(request.headers)
+    if "websocket" not in [t.lower() for t in _index_tokens(index, "upgrade")]:
         raise HandshakeError("missing 'Upgrade: websocket' header", 426)
-    connection = [t.lower() for t in get_tokens(headers, "Connection")]
-    if "upgrade" not in connection:
+    if "upgrade" not in [t.lower() for t in _index_tokens(index, "connection")]:
         raise HandshakeError("missing 'Connection: Upgrade' header", 400)
-    version = get_header(headers, "Sec-WebSocket-Version")
+    version = _index_first(index, "sec-websocket-version")
     if version != "13":
         raise HandshakeError(f"unsupported Sec-WebSocket-Version {version!r}", 426)
-    key = get_header(headers, "Sec-WebSocket-Key")
+    key = _index_first(index, "sec-websocket-key")
     if key is None:
         raise HandshakeError("missing Sec-WebSocket-Key header", 400)
     try:
-        raw = base64.b64decode(key.encode("ascii"), validate=True)
+        # What base64.b64decode(..., validate=True) does, without its wrapper.
+        raw = binascii.a2b_base64(key.encode("ascii"), strict_mode=True)
     except (binascii.Error, UnicodeEncodeError):
         raw = b""
     if len(raw) != 16:
         raise HandshakeError(f"invalid Sec-WebSocket-Key {key!r}", 400)
-    if not get_header(headers, "Host"):
+    if not _index_first(index, "host"):
         raise HandshakeError("missing Host header", 400)
-    return key
+    return key, index
 
 
 def choose_subprotocol(offered: Sequence[str], supported: Sequence[str]) -> str | None:
@@ -320,16 +411,19 @@ def deflate_params(element: str, *, response: bool) -> dict[str, str | None] | N
     """
     found: dict[str, str | None] = {}
     for part in element.split(";")[1:]:
-        name, eq, value = (t.strip() for t in part.partition("="))
+        name, eq, value = part.partition("=")
+        name = name.strip()
         if name not in _DEFLATE_PARAMS or name in found:
             return None
         needs_value, may_have_value = _DEFLATE_PARAMS[name]
         if response and name == "client_max_window_bits":
             needs_value = True
-        value = value.strip('"')
+        value = value.strip().strip('"')
         if (eq and not may_have_value) or (needs_value and not eq):
             return None
-        if eq and not (value.isdigit() and 8 <= int(value) <= 15 and value[0] != "0"):
+        # isdecimal(), not isdigit(): the latter also accepts digits int() refuses,
+        # such as "\xb2" (superscript two), which raised ValueError here.
+        if eq and not (value.isdecimal() and 8 <= int(value) <= 15 and value[0] != "0"):
             return None
         found[name] = value if eq else None
     return found
@@ -365,25 +459,44 @@ def negotiate_extensions(
     return accepted, (", ".join(values) if values else None)
 
 
+# Every 101 response up to the value of its Sec-WebSocket-Accept header.
+_ACCEPT_HEAD_TEXT = (
+    "HTTP/1.1 101 Switching Protocols\r\n"
+    "Upgrade: websocket\r\n"
+    "Connection: Upgrade\r\n"
+    "Sec-WebSocket-Accept: "
+)
+_ACCEPT_HEAD = _ACCEPT_HEAD_TEXT.encode("ascii")
+
+
 def build_accept_response(
     key: str,
     subprotocol: str | None,
     extensions_header: str | None,
     extra_headers: Sequence[tuple[str, str]] = (),
 ) -> bytes:
-    """Return the bytes of a ``101 Switching Protocols`` response."""
-    lines = [
-        "HTTP/1.1 101 Switching Protocols",
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        f"Sec-WebSocket-Accept: {accept_key(key)}",
-    ]
+    """Return the bytes of a ``101 Switching Protocols`` response.
+
+    The headers come in this order: ``Upgrade``, ``Connection``,
+    ``Sec-WebSocket-Accept``, ``Sec-WebSocket-Protocol`` (when ``subprotocol`` is
+    set), ``Sec-WebSocket-Extensions`` (when ``extensions_header`` is set), then
+    ``extra_headers``.
+
+    Raises:
+        UnicodeEncodeError: ``key`` is not ASCII, or a header is not Latin-1.
+    """
+    accept = _accept_key_bytes(key)
+    if not subprotocol and not extensions_header and not extra_headers:
+        # The common answer, built from bytes without formatting or encoding.
+        return _ACCEPT_HEAD + accept + b"\r\n\r\n"
+    head = _ACCEPT_HEAD_TEXT + accept.decode("ascii")
     if subprotocol:
-        lines.append(f"Sec-WebSocket-Protocol: {subprotocol}")
+        head += f"\r\nSec-WebSocket-Protocol: {subprotocol}"
     if extensions_header:
-        lines.append(f"Sec-WebSocket-Extensions: {extensions_header}")
-    lines.extend(f"{name}: {value}" for name, value in extra_headers)
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        head += f"\r\nSec-WebSocket-Extensions: {extensions_header}"
+    for name, value in extra_headers:
+        head += f"\r\n{name}: {value}"
+    return (head + "\r\n\r\n").encode("latin-1")
 
 
 _REASONS = {
@@ -579,11 +692,16 @@ def accept_request(
             ``status_code`` (400 or 426) and ``detail`` say what to answer. Status
             500 when ``subprotocol`` is not one the client offered.
     """
-    key = validate_request(request)
-    if subprotocol is not None and subprotocol not in request.subprotocols:
+    key, index = _validate(request)
+    offered = _index_tokens(index, "sec-websocket-protocol") if subprotocol is not None else ()
+    if subprotocol is not None and subprotocol not in offered:
         raise HandshakeError(f"subprotocol {subprotocol!r} was not offered by the client", 500)
-    supported: list[Extension] = [Deflate()] if compression else []
-    extensions, extensions_header = negotiate_extensions(request.extensions, supported)
+    extensions: list[Extension] = []
+    extensions_header: str | None = None
+    if compression:
+        extensions, extensions_header = negotiate_extensions(
+            _index_tokens(index, "sec-websocket-extensions"), [Deflate()]
+        )
     return build_accept_response(key, subprotocol, extensions_header, extra_headers), extensions
 
 
@@ -618,6 +736,8 @@ class ServerHandshake:
         ``subprotocols``. Override it in a subclass for another policy; it must
         return one of ``request.subprotocols`` or ``None``.
         """
+        if not self.subprotocols:
+            return None  # nothing offered can match: skip parsing the offers
         return choose_subprotocol(request.subprotocols, self.subprotocols)
 
     def _handshake_answer(
