@@ -235,6 +235,28 @@ class TypedChannel(Generic[R]):
             assert callable(self.on_invalid)
             self.on_invalid(error)
 
+    def _direct(self, raw: str | bytes) -> Any:
+        """Decode a message read on the fast path of ``receive`` or iteration.
+
+        Returns the decoded object, or ``_SKIP`` when there is none to return: the
+        message failed decoding and the policy skips it, or a request started while
+        it was being read (the message may be its response, so it takes the
+        request-matching route and lands in the inbox if it is not).
+
+        Raises:
+            DecodeError: With ``on_invalid="raise"``, the message failed decoding.
+        """
+        if self._pending:
+            self._dispatch(raw)
+            return _SKIP
+        try:
+            return self.receive_codec.decode(raw)
+        except DecodeError as exc:
+            error = exc
+        # Out of the handler, as when the error comes from the inbox.
+        self._invalid(error)
+        return _SKIP
+
     async def receive(self, timeout: float | None = None) -> R | None:
         """Receive the next message as an instance of the channel's type.
 
@@ -269,17 +291,9 @@ class TypedChannel(Generic[R]):
                 if self._watchers:
                     self._notify()
             if raw is not None:
-                # A request may have started while this call was reading: then the
-                # message may be its response and takes the request-matching route.
-                if not self._pending:
-                    try:
-                        return self.receive_codec.decode(raw)  # type: ignore[no-any-return]
-                    except DecodeError as exc:
-                        error = exc
-                    # Out of the handler, as when the error comes from the inbox.
-                    self._invalid(error)
-                else:
-                    self._dispatch(raw)
+                value = self._direct(raw)
+                if value is not _SKIP:
+                    return value  # type: ignore[no-any-return]
             elif deadline is not None:
                 return None
         while True:
@@ -320,15 +334,9 @@ class TypedChannel(Generic[R]):
                 if self._watchers:
                     self._notify()
             if raw is not None:
-                if not self._pending:
-                    try:
-                        return self.receive_codec.decode(raw)  # type: ignore[no-any-return]
-                    except DecodeError as exc:
-                        error = exc
-                    # Out of the handler, as when the error comes from the inbox.
-                    self._invalid(error)
-                else:
-                    self._dispatch(raw)
+                value = self._direct(raw)
+                if value is not _SKIP:
+                    return value  # type: ignore[no-any-return]
         while True:
             while self._inbox:
                 value = self._take()
