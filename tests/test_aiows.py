@@ -1,8 +1,10 @@
 """The 1.1 async API (AioClient, AioServer) and serve(), against real peers."""
 
 import asyncio
+import select
 import socket
 import ssl
+import time
 from http import HTTPStatus
 
 import aiohttp
@@ -389,6 +391,50 @@ async def test_serve_max_message_size_and_other_connections_keep_working():
 def test_serve_rejects_unknown_options():
     with pytest.raises(TypeError):
         simple_websocket.serve(echo, no_such_option=1)
+    with pytest.raises(ValueError, match="backlog"):
+        simple_websocket.serve(echo, backlog=0)
+
+
+def _handshakes_completed(port: int, count: int, wait: float) -> int:
+    """Start ``count`` TCP connections; return how many the kernel completed in ``wait`` s.
+
+    Called while the event loop is blocked, so the server accepts none of them: only
+    as many complete as its listen queue holds, the SYNs of the others are dropped.
+    """
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", port))
+        waiting = set(socks)
+        completed = 0
+        deadline = time.monotonic() + wait
+        while waiting and (left := deadline - time.monotonic()) > 0:
+            _, writable, _ = select.select([], list(waiting), [], left)
+            for sock in writable:
+                waiting.discard(sock)
+                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                    completed += 1
+        return completed
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+@pytest.mark.parametrize("sock", [False, True], ids=["host-port", "sock"])
+async def test_serve_backlog_sets_the_listen_queue(sock):
+    """The kernel completes at most backlog + 1 handshakes the server has not accepted."""
+    for backlog, expected in ((2, range(1, 4)), (100, range(12, 13))):
+        options = {}
+        if sock:
+            listener = socket.socket()
+            listener.bind(("127.0.0.1", 0))
+            options["sock"] = listener
+        async with simple_websocket.serve(echo, backlog=backlog, **options) as server:
+            assert server.backlog == backlog
+            # Blocks the loop on purpose: the server must not accept meanwhile.
+            completed = _handshakes_completed(server.port, 12, wait=0.3 if backlog == 2 else 5)
+            assert completed in expected, (backlog, completed)
 
 
 # -- AioServer.accept(sock=...) -------------------------------------------------------

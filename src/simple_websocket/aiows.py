@@ -478,6 +478,7 @@ def serve(
     sock: socket.socket | None = None,
     ssl: ssl.SSLContext | None = None,
     process_request: ProcessRequest | None = None,
+    backlog: int = 100,
     **accept_options: Any,
 ) -> WebSocketServer[Any]:
     """Run a standalone WebSocket server that calls ``await handler(ws)`` per connection.
@@ -506,6 +507,11 @@ def serve(
             an :class:`~simple_websocket.HTTPResponse` to refuse it (authentication,
             rate limiting), or ``None`` to go on. An exception in it is logged and
             answered with 500.
+        backlog: How many connections the kernel queues before the server accepts
+            them (``listen()``'s backlog, also applied to ``sock``; the kernel caps
+            it at ``net.core.somaxconn``). Raise it when many clients connect at
+            once: a full queue drops their SYNs, which costs them a retransmission
+            (a second or more). Raises ``ValueError`` below 1.
         **accept_options: Options of :meth:`AioServer.accept` (``subprotocols``,
             ``ping_interval``, ``max_message_size``, ``compression``, ...).
     """
@@ -518,6 +524,7 @@ def serve(
         sock=sock,
         ssl=ssl,
         process_request=process_request,
+        backlog=backlog,
         **accept_options,
     )
 

@@ -276,8 +276,11 @@ class WebSocketServer(Generic[C]):
         process_request: ProcessRequest | None = None,
         origins: Sequence[str | None] | None = None,
         max_head_size: int = MAX_HEAD_SIZE,
+        backlog: int = 100,
         **accept_options: Any,
     ) -> None:
+        if backlog < 1:
+            raise ValueError("backlog must be at least 1")
         if not 0 < max_head_size <= MAX_HEAD_SIZE:
             raise ValueError(f"max_head_size must be between 1 and {MAX_HEAD_SIZE}")
         if isinstance(origins, str):
@@ -295,6 +298,8 @@ class WebSocketServer(Generic[C]):
         self.open_timeout = open_timeout
         self._sock = sock
         self._ssl = ssl
+        #: Connections the kernel queues before they are accepted (``listen()``).
+        self.backlog = backlog
         self.accept_options = accept_options
         self.connections: set[C] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -344,6 +349,7 @@ class WebSocketServer(Generic[C]):
                     sock=self._sock,
                     ssl=self._ssl,
                     ssl_handshake_timeout=tls_timeout,
+                    backlog=self.backlog,
                 )
             else:
                 self._server = await loop.create_server(
@@ -352,6 +358,7 @@ class WebSocketServer(Generic[C]):
                     self._port,
                     ssl=self._ssl,
                     ssl_handshake_timeout=tls_timeout,
+                    backlog=self.backlog,
                 )
         return self
 
