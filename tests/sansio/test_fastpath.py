@@ -342,9 +342,13 @@ def compare(
     splits: Iterable[int] | None = None,
     max_messages: int | None = None,
     eof: bool = False,
+    extensions: Callable[[], list[Any]] | None = None,
     **options: Any,
 ) -> Transcript:
-    """Feed ``stream`` cut at ``splits`` to both protocols; assert equal transcripts."""
+    """Feed ``stream`` cut at ``splits`` to both protocols; assert equal transcripts.
+
+    ``extensions`` makes each protocol's (fresh, negotiated) extensions.
+    """
     chunks = list(cut(stream, splits))
     if eof:
         chunks.append(None)  # type: ignore[arg-type]
@@ -354,7 +358,7 @@ def compare(
         for fast in (True, False):
             # The same masking keys for the pongs and close frames of a client.
             os.urandom = KeyStream(99)
-            proto = Protocol(client, **options)
+            proto = Protocol(client, extensions() if extensions else (), **options)
             proto.fast_path = fast
             results.append(transcript(proto, chunks, max_messages))
     finally:

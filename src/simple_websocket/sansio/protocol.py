@@ -8,7 +8,7 @@ the one place where wsproto's events and errors are turned into this package's.
 
 Fast paths. wsproto stays the protocol core, but the two things a connection does
 most, framing an outgoing message and parsing an incoming one, go around its
-per-frame machinery when no extension is in use (no permessage-deflate):
+per-frame machinery when no extension other than permessage-deflate is in use:
 
 * :meth:`Protocol.send` builds the frame of a data message itself: the same header
   wsproto writes, and for a client the payload masked with a fresh random key. The
@@ -21,6 +21,11 @@ per-frame machinery when no extension is in use (no permessage-deflate):
   long length encoding, a message over ``max_message_size``, invalid UTF-8) hands
   wsproto the rest of the bytes, so that errors produce the same close frame as
   before. Bytes go back to the fast path once wsproto has nothing buffered.
+
+With permessage-deflate, a message is compressed, and a whole compressed frame
+inflated, by the extension's own methods called as wsproto calls them (its
+context takeover and size bound stay in one place); a compressed frame that
+arrives over several reads goes to wsproto.
 
 The messages, their order, the bytes written back and the close codes are the same
 as wsproto's in every case; :attr:`Protocol.fast_path` turns the fast paths off.
@@ -50,6 +55,7 @@ from wsproto.frame_protocol import (
     FrameDecoder,
     Opcode,
     ParseFailed,
+    RsvBits,
     XorMaskerSimple,
 )
 
@@ -152,6 +158,12 @@ _FIN_TEXT = 0x81  # FIN + text, no reserved bit
 _FIN_BINARY = 0x82  # FIN + binary
 #: FIN + close, ping or pong: control frames that are handed to wsproto one by one.
 _CONTROL = frozenset((0x88, 0x89, 0x8A))
+#: The first byte of the data frames the fast path parses: unfragmented text or
+#: binary, and with permessage-deflate also compressed (RSV1) ones.
+_FAST_FIRST = frozenset((_FIN_TEXT, _FIN_BINARY))
+_FAST_FIRST_DEFLATE = frozenset((_FIN_TEXT, _FIN_BINARY, 0xC1, 0xC2))
+_NO_RSV = RsvBits(False, False, False)
+_RSV1 = RsvBits(True, False, False)
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
 
@@ -379,7 +391,9 @@ class Protocol:
 
     Attributes:
         fast_path: ``True`` when data frames are framed and parsed without going
-            through wsproto's per-frame code (no extension in use). Setting it to
+            through wsproto's per-frame code (no extension in use, or only
+            permessage-deflate, which then compresses and inflates whole messages
+            through the extension's own methods). Setting it to
             ``False`` (before any byte was fed) sends everything through wsproto;
             the results are the same.
     """
@@ -445,6 +459,7 @@ class Protocol:
         self._keys = b""
         self._key_pos = 0
         self.fast_path = False
+        self._fast_deflate: Deflate | None = None
         try:
             frames = self._conn._proto
             if max_message_size is not None or SPEEDUPS:
@@ -457,7 +472,15 @@ class Protocol:
             _ = (self._frame_decoder.header, self._frame_decoder.buffer.buffer)
             _ = (self._message_decoder.opcode, frames._outbound_opcode)
             _ = (self._conn._events, self._conn._state)
-            self.fast_path = not frames.extensions
+            extensions_in_use = frames.extensions
+            #: The negotiated permessage-deflate when it is the only extension: the
+            #: fast paths then compress and inflate whole messages through it.
+            self._fast_deflate = (
+                extensions_in_use[0]
+                if len(extensions_in_use) == 1 and isinstance(extensions_in_use[0], Deflate)
+                else None
+            )
+            self.fast_path = not extensions_in_use or self._fast_deflate is not None
         except AttributeError:  # pragma: no cover - another wsproto
             pass
         if hasattr(self._conn._proto, "_process_close"):
@@ -582,13 +605,14 @@ class Protocol:
         mask_bit = 0 if self.client else 0x80
         limit = self.max_message_size
         append = messages.append
+        fast_first = _FAST_FIRST if self._fast_deflate is None else _FAST_FIRST_DEFLATE
         while n - i >= 2:
             first = buf[i]
             second = buf[i + 1]
             if second & 0x80 != mask_bit:
                 return buf[i:]  # wrong masking: wsproto fails the connection
             length = second & 0x7F
-            if first in (0x81, 0x82):  # FIN + text or binary, no reserved bit
+            if first in fast_first:  # FIN + text or binary, maybe compressed
                 head = i + 2
                 if length == 126:
                     head = i + 4
@@ -610,13 +634,17 @@ class Protocol:
                         break
                     key = buf[head : head + 4]
                     head += 4
-                if limit is not None and length > limit:
+                compressed = first & 0x40
+                if limit is not None and length > limit and not compressed:
                     # Refused on its header (as _FrameDecoder does): waiting for the
                     # payload would let the peer make us buffer up to the limit.
+                    # (A compressed message's inflated size is what counts.)
                     self._too_big()
                     return b""
                 end = head + length
                 if end > n:
+                    if compressed:
+                        return buf[i:]  # inflated piece by piece by wsproto
                     # The payload goes on in later reads: collect it.
                     partial = _Partial(first == _FIN_BINARY, key, length)
                     self._partial = partial
@@ -629,11 +657,20 @@ class Protocol:
                     payload = _apply_mask(buf[head:end], key)
                 else:
                     payload = _apply_mask(memoryview(buf)[head:end], key)
-                if first == _FIN_TEXT:
+                if compressed:
+                    inflated = self._inflate(first, length, payload)
+                    if inflated is None:
+                        return b""  # the extension failed the connection
+                    payload = inflated
+                if first & 1:  # text
                     try:
                         append(payload.decode("utf-8"))
-                    except UnicodeDecodeError:
-                        return buf[i:]  # wsproto fails it with 1007 (same reason)
+                    except UnicodeDecodeError as exc:
+                        if not compressed:
+                            return buf[i:]  # wsproto fails it with 1007 (same reason)
+                        # Inflated already: fail as wsproto's message decoder does.
+                        self.fail(CloseCode.INVALID_FRAME_PAYLOAD_DATA, str(exc))
+                        return b""
                 else:
                     append(payload if type(payload) is bytes else bytes(payload))
                 i = end
@@ -655,6 +692,28 @@ class Protocol:
                 return buf[i:]  # fragments, reserved bits or opcodes: wsproto
         self._keep(buf, i, False)
         return b""
+
+    def _inflate(self, first: int, length: int, payload: bytes | bytearray) -> bytes | None:
+        """Inflate one whole compressed frame through the permessage-deflate extension.
+
+        The extension's hooks are called as wsproto's frame decoder calls them, so
+        its state (context takeover, the ``max_message_size`` bound) is the same.
+        Returns ``None`` when the extension refused the frame; the connection was
+        then failed with its code and wsproto's reason.
+        """
+        deflate = self._fast_deflate
+        decoder = self._frame_decoder
+        assert deflate is not None
+        opcode = Opcode.TEXT if first & 1 else Opcode.BINARY
+        deflate.frame_inbound_header(decoder, opcode, _RSV1, length)
+        data = deflate.frame_inbound_payload_data(decoder, payload)  # type: ignore[arg-type]
+        if not isinstance(data, CloseReason):
+            tail = deflate.frame_inbound_complete(decoder, True)
+            if not isinstance(tail, CloseReason):
+                return data + tail if tail else data
+            data = tail
+        self.fail(data, "error in extension")
+        return None
 
     def _keep(self, buf: bytes, pos: int, stalled: bool) -> None:
         """Keep ``buf[pos:]`` for the next call (without copying it now).
@@ -851,6 +910,14 @@ class Protocol:
         else:
             payload = data if isinstance(data, (bytes, bytearray)) else bytes(data)
             first = _FIN_BINARY
+        deflate = self._fast_deflate
+        if deflate is not None:
+            # Compressed by the extension itself, as wsproto's framing would.
+            opcode = Opcode.TEXT if first == _FIN_TEXT else Opcode.BINARY
+            raw = payload if type(payload) is bytes else bytes(payload)
+            rsv, payload = deflate.frame_outbound(conn._proto, opcode, _NO_RSV, raw, True)
+            if rsv.rsv1:
+                first |= 0x40
         n = len(payload)
         if not self.client:
             return _header(first, 0, n) + payload
@@ -887,6 +954,7 @@ class Protocol:
             isinstance(data, str)
             or len(data) <= chunk_size
             or not self.fast_path
+            or self._fast_deflate is not None
             or conn._state is not _OPEN
             or conn._proto._outbound_opcode is not None
         ):
