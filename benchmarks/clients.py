@@ -43,6 +43,7 @@ SCENARIO_UNITS = {
     "mib": "MB/s",
     "connections": "connections/s",
     "typed": "messages/s",
+    "compressed": "messages/s",
 }
 
 
@@ -76,11 +77,11 @@ def _header(headers: Any, name: str) -> str:
     return "none"
 
 
-async def _ours(url: str) -> Client:
+async def _ours(url: str, compress: bool) -> Client:
     sw = import_simple_websocket(SRC)
 
     async def open_() -> Conn:
-        ws = await sw.AioClient.connect(url, compression=False, max_message_size=None)
+        ws = await sw.AioClient.connect(url, compression=compress, max_message_size=None)
         return Conn(
             ws.send,
             ws.send,
@@ -110,12 +111,14 @@ async def _sw11(url: str, sw11_dir: Path) -> Client:
     return Client(open_, sw11_version(sw11_dir), sw.__file__)
 
 
-async def _websockets(url: str) -> Client:
+async def _websockets(url: str, compress: bool) -> Client:
     import websockets
     from websockets.asyncio.client import connect
 
+    compression = "deflate" if compress else None
+
     async def open_() -> Conn:
-        ws = await connect(url, compression=None, max_size=None, ping_interval=None)
+        ws = await connect(url, compression=compression, max_size=None, ping_interval=None)
         return Conn(
             ws.send,
             ws.send,
@@ -129,7 +132,7 @@ async def _websockets(url: str) -> Client:
     return Client(open_, websockets.__version__, websockets.__file__)
 
 
-async def _aiohttp(url: str) -> Client:
+async def _aiohttp(url: str, compress: bool) -> Client:
     import aiohttp
 
     # One session for every connection, as aiohttp recommends; no limit on the
@@ -138,7 +141,7 @@ async def _aiohttp(url: str) -> Client:
     data_types = (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY)
 
     async def open_() -> Conn:
-        ws = await session.ws_connect(url, compress=0, max_msg_size=0)
+        ws = await session.ws_connect(url, compress=15 if compress else 0, max_msg_size=0)
 
         async def recv() -> Any:
             msg = await ws.receive()
@@ -212,8 +215,11 @@ def _latency(conn: Conn, batch: int) -> Unit:
     return unit
 
 
-def _pipelined(conn: Conn, batch: int) -> Unit:
-    send, recv, payload = conn.send_text, conn.recv, conn.text
+def _pipelined(conn: Conn, batch: int, payload: Any = None) -> Unit:
+    """Batches of ``batch`` text messages in flight (``conn.text`` by default)."""
+    send, recv = conn.send_text, conn.recv
+    if payload is None:
+        payload = conn.text
 
     async def sender() -> None:
         for _ in range(batch):
@@ -324,22 +330,25 @@ async def run_for(unit: Unit, seconds: float) -> dict[str, float]:
 
 async def _worker(args: argparse.Namespace) -> dict[str, Any]:
     candidate, scenario = args.worker
+    compress = scenario == "compressed"
+    if (
+        (scenario == "typed" and candidate not in (OURS, MANUAL))
+        or (candidate == MANUAL and scenario != "typed")
+        or (compress and candidate not in (OURS, "websockets", "aiohttp"))
+    ):
+        raise ValueError(f"{candidate} does not run the {scenario} scenario")
     if candidate in (OURS, MANUAL):
-        client = await _ours(args.url)
+        client = await _ours(args.url, compress)
     elif candidate == SW11:
         client = await _sw11(args.url, args.sw11_dir)
     elif candidate == "websockets":
-        client = await _websockets(args.url)
+        client = await _websockets(args.url, compress)
     elif candidate == "aiohttp":
-        client = await _aiohttp(args.url)
+        client = await _aiohttp(args.url, compress)
     elif candidate == RAW:
         client = await _raw_tcp(args.url)
     else:
         raise ValueError(f"unknown candidate {candidate!r}")
-    if (scenario == "typed" and candidate not in (OURS, MANUAL)) or (
-        candidate == MANUAL and scenario != "typed"
-    ):
-        raise ValueError(f"{candidate} does not run the {scenario} scenario")
 
     result: dict[str, Any] = {"version": client.version, "module": client.module}
     conn: Conn | None = None
@@ -357,6 +366,10 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
                 unit = _mib(conn)
             elif scenario == "typed":
                 unit = _typed(conn, args.pipelined_batch, manual=candidate == MANUAL)
+            elif scenario == "compressed":
+                if conn.extensions == "none":
+                    raise RuntimeError("permessage-deflate was not negotiated")
+                unit = _pipelined(conn, args.pipelined_batch, typed_sample()[1])
             else:
                 raise ValueError(f"unknown scenario {scenario!r}")
         if args.warmup > 0:

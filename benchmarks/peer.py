@@ -1,18 +1,20 @@
 """The fixed, fast peer the benchmark clients talk to.
 
 Runs in its own process (``python -m benchmarks.peer``) so that the client under
-test and the peer each get a core. It starts two servers on 127.0.0.1, both on a
+test and the peer each get a core. It starts three servers on 127.0.0.1, each on a
 port chosen by the OS:
 
 * a ``websockets`` (asyncio implementation) echo server with compression disabled,
   no keepalive pings and no message size limit: every message is sent back as it
   came (text as text, binary as binary);
+* the same echo server with permessage-deflate enabled (websockets' defaults), for
+  the ``compressed`` scenario;
 * a raw asyncio TCP echo server: every byte received is written back at once. The
   ``raw-tcp`` candidate sends length-prefixed records through it, which gives the
   framing-free limit of the machine (loopback TCP + asyncio on both sides).
 
 Once both listen it prints one JSON line on stdout, for instance
-``{"ws_port": 40001, "tcp_port": 40002, "websockets": "15.0"}``, and serves until
+``{"ws_port": 40001, "deflate_port": 40003, "tcp_port": 40002, "websockets": "15.0"}``, and serves until
 SIGTERM/SIGINT or until its stdin is closed (so it never outlives the harness).
 """
 
@@ -83,11 +85,21 @@ async def _main(watch_stdin: bool) -> None:
         ping_interval=None,
         close_timeout=2,
         backlog=BACKLOG,
-    ) as server:
+    ) as server, serve(
+        _ws_echo,
+        "127.0.0.1",
+        0,
+        compression="deflate",
+        max_size=None,
+        ping_interval=None,
+        close_timeout=2,
+        backlog=BACKLOG,
+    ) as deflate_server:
         ws_port = server.sockets[0].getsockname()[1]
         tcp_port = raw.sockets[0].getsockname()[1]
         line = {
             "ws_port": ws_port,
+            "deflate_port": deflate_server.sockets[0].getsockname()[1],
             "tcp_port": tcp_port,
             "websockets": websockets.__version__,
             "pid": os.getpid(),

@@ -7,7 +7,8 @@ Run from the repository root::
 Two roles, each candidate in its own process:
 
 * **client**: the candidate's client talks to a fixed peer (``benchmarks/peer.py``:
-  a ``websockets`` echo server plus a raw TCP echo server) running in another
+  ``websockets`` echo servers, with compression off and, for the compressed
+  scenario, on, plus a raw TCP echo server) running in another
   process; every (round, scenario, candidate) is a fresh worker process
   (``python -m benchmarks.run --worker CANDIDATE SCENARIO --url URL``,
   ``benchmarks/clients.py``) that prints one JSON line;
@@ -73,6 +74,7 @@ SCENARIOS: dict[str, str] = {
     "mib": "MB/s",
     "connections": "connections/s",
     "typed": "messages/s",
+    "compressed": "messages/s",
 }
 ROLES: dict[str, str] = {
     "client": "Client role: the candidate's client against a fixed websockets echo peer",
@@ -85,6 +87,7 @@ CPU_COST: dict[str, tuple[str, float]] = {
     "mib": ("ms/MiB", 1e3 * (1 << 20)),
     "connections": ("us/connection", 1e6),
     "typed": ("us/message", 1e6),
+    "compressed": ("us/message", 1e6),
 }
 COMPRESSION: dict[str, dict[str, str]] = {
     "client": {
@@ -109,14 +112,26 @@ COMPRESSION: dict[str, dict[str, str]] = {
 }
 
 
-def runs(candidate: str, scenario: str) -> bool:
-    """Whether ``candidate`` takes part in ``scenario``.
+#: The clients that negotiate permessage-deflate in the compressed scenario.
+COMPRESSING: dict[str, str] = {
+    OURS: "AioClient.connect(url) (compression=True, the default)",
+    "websockets": 'connect(url, compression="deflate") (the default)',
+    "aiohttp": "ws_connect(url, compress=15)",
+}
+
+
+def runs(candidate: str, scenario: str, role: str = "client") -> bool:
+    """Whether ``candidate`` takes part in ``scenario`` in ``role``.
 
     The typed scenario compares our typed channel with our own connection plus a
-    hand-written pydantic call; the other libraries have no typed channel.
+    hand-written pydantic call; the other libraries have no typed channel. The
+    compressed scenario runs in the client role only (the load generator does not
+    compress), with the clients that can negotiate permessage-deflate.
     """
     if scenario == "typed":
         return candidate in (OURS, MANUAL)
+    if scenario == "compressed":
+        return role == "client" and candidate in COMPRESSING
     return candidate != MANUAL
 
 
@@ -207,6 +222,10 @@ class Peer:
         return f"ws://127.0.0.1:{self.info['ws_port']}/"
 
     @property
+    def deflate_url(self) -> str:
+        return f"ws://127.0.0.1:{self.info['deflate_port']}/"
+
+    @property
     def tcp_url(self) -> str:
         return f"tcp://127.0.0.1:{self.info['tcp_port']}"
 
@@ -283,7 +302,12 @@ def _measure_client(
     limit: float,
     profile: Path | None,
 ) -> dict[str, Any]:
-    url = peer.tcp_url if cand == RAW else peer.ws_url
+    if cand == RAW:
+        url = peer.tcp_url
+    elif scen == "compressed":
+        url = peer.deflate_url
+    else:
+        url = peer.ws_url
     cmd = [sys.executable, "-m", "benchmarks.run", "--worker", cand, scen, "--url", url]
     cmd += _timing_args(base)
     cmd += ["--sw11-dir", str(SW11_DIR)]
@@ -444,8 +468,10 @@ def _ratios(summary: dict[str, Any]) -> dict[str, Any]:
 
 def _role_markdown(role: str, data: dict[str, Any], meta: dict[str, Any], add: Any) -> None:
     summary, ratios = data["summary"], data["ratios"]
-    scenarios = meta["scenarios"]
-    candidates = [c for c in meta["candidates"] if any(runs(c, s) for s in scenarios)]
+    scenarios = [
+        s for s in meta["scenarios"] if any(runs(c, s, role) for c in meta["candidates"])
+    ]
+    candidates = [c for c in meta["candidates"] if any(runs(c, s, role) for s in scenarios)]
     add(f"## {ROLES[role]}\n")
     if role == "client":
         add(
@@ -562,6 +588,14 @@ def _role_markdown(role: str, data: dict[str, Any], meta: dict[str, Any], add: A
             f"{COMPRESSION[role][cand]} | {info.get('extensions', '-')} |"
         )
     add("")
+    if "compressed" in scenarios:
+        used = "; ".join(
+            f"{CANDIDATES[c]}: `{how}`" for c, how in COMPRESSING.items() if c in candidates
+        )
+        add(
+            "In the compressed scenario the clients negotiate permessage-deflate instead "
+            f"({used}); the worker fails if it was not negotiated.\n"
+        )
 
 
 def _markdown(report: dict[str, Any]) -> str:
@@ -585,7 +619,9 @@ def _markdown(report: dict[str, Any]) -> str:
         f"binary message at a time; connections = {meta['connections']} connections "
         f"opened at once, {meta['messages_per_connection']} round trips each, closed; "
         f"typed = pipelined {meta['typed_bytes']}-byte JSON messages decoded into a "
-        "pydantic model."
+        "pydantic model; compressed (client role only) = the same JSON messages "
+        "pipelined as text with permessage-deflate negotiated (against a second peer "
+        "server with compression on)."
     )
     add("")
     for role in meta["roles"]:
@@ -691,7 +727,8 @@ def harness_main(args: argparse.Namespace) -> int:
             broken[SW11] = error
 
     samples: dict[str, Samples] = {
-        role: {c: {s: [] for s in scenarios if runs(c, s)} for c in candidates} for role in roles
+        role: {c: {s: [] for s in scenarios if runs(c, s, role)} for c in candidates}
+        for role in roles
     }
     failures: list[dict[str, Any]] = []
     info: dict[str, dict[str, dict[str, Any]]] = {role: {} for role in roles}
@@ -712,7 +749,7 @@ def harness_main(args: argparse.Namespace) -> int:
             for role in roles:
                 for scen in scenarios:
                     for cand in order:
-                        if not runs(cand, scen):
+                        if not runs(cand, scen, role):
                             continue
                         profile = None
                         if profile_dir is not None:
