@@ -13,9 +13,10 @@ port chosen by the OS:
   ``raw-tcp`` candidate sends length-prefixed records through it, which gives the
   framing-free limit of the machine (loopback TCP + asyncio on both sides).
 
-Once both listen it prints one JSON line on stdout, for instance
-``{"ws_port": 40001, "deflate_port": 40003, "tcp_port": 40002, "websockets": "15.0"}``, and serves until
-SIGTERM/SIGINT or until its stdin is closed (so it never outlives the harness).
+Once they listen it prints one JSON line on stdout, for instance
+``{"ws_port": 40001, "deflate_port": 40003, "tcp_port": 40002, "websockets": "15.0"}``,
+and serves until SIGTERM/SIGINT or until its stdin is closed (so it never outlives
+the harness).
 """
 
 from __future__ import annotations
