@@ -77,25 +77,28 @@ async def _main(watch_stdin: bool) -> None:
 
     # A large backlog: the connections scenario opens CONNECTIONS connections at once.
     raw = await loop.create_server(_RawEcho, "127.0.0.1", 0, backlog=BACKLOG)
-    async with serve(
-        _ws_echo,
-        "127.0.0.1",
-        0,
-        compression=None,
-        max_size=None,
-        ping_interval=None,
-        close_timeout=2,
-        backlog=BACKLOG,
-    ) as server, serve(
-        _ws_echo,
-        "127.0.0.1",
-        0,
-        compression="deflate",
-        max_size=None,
-        ping_interval=None,
-        close_timeout=2,
-        backlog=BACKLOG,
-    ) as deflate_server:
+    async with (
+        serve(
+            _ws_echo,
+            "127.0.0.1",
+            0,
+            compression=None,
+            max_size=None,
+            ping_interval=None,
+            close_timeout=2,
+            backlog=BACKLOG,
+        ) as server,
+        serve(
+            _ws_echo,
+            "127.0.0.1",
+            0,
+            compression="deflate",
+            max_size=None,
+            ping_interval=None,
+            close_timeout=2,
+            backlog=BACKLOG,
+        ) as deflate_server,
+    ):
         ws_port = server.sockets[0].getsockname()[1]
         tcp_port = raw.sockets[0].getsockname()[1]
         line = {

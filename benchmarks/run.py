@@ -468,9 +468,7 @@ def _ratios(summary: dict[str, Any]) -> dict[str, Any]:
 
 def _role_markdown(role: str, data: dict[str, Any], meta: dict[str, Any], add: Any) -> None:
     summary, ratios = data["summary"], data["ratios"]
-    scenarios = [
-        s for s in meta["scenarios"] if any(runs(c, s, role) for c in meta["candidates"])
-    ]
+    scenarios = [s for s in meta["scenarios"] if any(runs(c, s, role) for c in meta["candidates"])]
     candidates = [c for c in meta["candidates"] if any(runs(c, s, role) for s in scenarios)]
     add(f"## {ROLES[role]}\n")
     if role == "client":
