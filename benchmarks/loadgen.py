@@ -12,11 +12,14 @@ that the server is what limits the rate:
 * every frame it sends is built (and masked, with a fresh random key per frame) once,
   before the measurement: sending is one ``transport.write`` of ready bytes;
 * the handshake request is a fixed byte string (no extension offered, so no server
-  compresses); the response is only checked for ``101`` and the expected
-  ``Sec-WebSocket-Accept``;
+  compresses, except in ``compressed``); the response is only checked for ``101``
+  and the expected ``Sec-WebSocket-Accept``;
 * received frames are parsed just enough to find their boundaries, and every echoed
   payload is compared with what was sent;
-* a ``pipelined`` (or ``typed``) batch of N messages is written at once.
+* a ``pipelined`` (or ``typed``) batch of N messages is written at once;
+* ``compressed`` offers permessage-deflate with no context takeover either way, so
+  that one pre-built compressed frame is valid for every message; each echo is
+  inflated (when the server compressed it) and compared with what was sent.
 
 With ``--raw`` it speaks the raw TCP candidate's records instead (a 4-byte
 big-endian length + payload, echoed as they are).
@@ -33,6 +36,7 @@ import json
 import os
 import struct
 import time
+import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -52,7 +56,12 @@ SCENARIO_UNITS = {
     "mib": "MB/s",
     "connections": "connections/s",
     "typed": "messages/s",
+    "compressed": "messages/s",
 }
+#: What the ``compressed`` scenario offers: each message is compressed on its own both
+#: ways, so frames can be built once and each echo inflated on its own.
+DEFLATE_OFFER = b"permessage-deflate; client_no_context_takeover; server_no_context_takeover"
+_TAIL = b"\x00\x00\xff\xff"
 
 KEY = base64.b64encode(os.urandom(16))
 ACCEPT = base64.b64encode(
@@ -68,15 +77,21 @@ def _mask(key: bytes, data: bytes) -> bytes:
     return (int.from_bytes(data, "big") ^ int.from_bytes(mask, "big")).to_bytes(n, "big")
 
 
-def client_frame(opcode: int, payload: bytes) -> bytes:
-    """A masked, unfragmented frame as a client sends it."""
+def client_frame(opcode: int, payload: bytes, compress: bool = False) -> bytes:
+    """A masked, unfragmented frame as a client sends it (``compress``: deflated, RSV1)."""
+    first = 0x80 | opcode
+    if compress:
+        compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+        payload = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        payload = payload.removesuffix(_TAIL)
+        first |= 0x40
     n = len(payload)
     if n < 126:
-        head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
+        head = struct.pack("!BB", first, 0x80 | n)
     elif n < 65536:
-        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
+        head = struct.pack("!BBH", first, 0x80 | 126, n)
     else:
-        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
+        head = struct.pack("!BBQ", first, 0x80 | 127, n)
     key = os.urandom(4)
     return head + key + _mask(key, payload)
 
@@ -103,9 +118,11 @@ class LoadConnection(asyncio.Protocol):
     records) arrived, each equal to ``self.payload``.
     """
 
-    def __init__(self, raw: bool) -> None:
+    def __init__(self, raw: bool, deflate: bool = False) -> None:
         loop = asyncio.get_running_loop()
         self.raw = raw
+        #: permessage-deflate offered: it must be accepted, echoes may be compressed.
+        self.deflate = deflate
         self.transport: asyncio.Transport | None = None
         self.head = bytearray()
         self.open = loop.create_future()
@@ -146,6 +163,9 @@ class LoadConnection(asyncio.Protocol):
             head = bytes(self.head[:end]).lower()
             if not head.startswith(b"http/1.1 101") or ACCEPT not in head:
                 self.open.set_exception(RuntimeError(f"bad handshake response: {head[:200]!r}"))
+                return
+            if self.deflate and b"permessage-deflate" not in head:
+                self.open.set_exception(RuntimeError("permessage-deflate was not negotiated"))
                 return
             self.open.set_result(None)
             data = bytes(self.head[end + 4 :])
@@ -201,7 +221,13 @@ class LoadConnection(asyncio.Protocol):
                     if self.closing is not None and not self.closing.done():
                         self.closing.set_result(None)
                     return
-                if opcode in (0x1, 0x2):
+                if opcode in (0x1, 0x2) and buf[i] & 0x40 and self.deflate:
+                    inflated = zlib.decompressobj(-15).decompress(buf[start:end] + _TAIL)
+                    if inflated != payload:
+                        self._fail(RuntimeError(f"bad compressed echo: {inflated[:80]!r}"))
+                        return
+                    self.remaining -= 1
+                elif opcode in (0x1, 0x2):
                     # startswith compares in place (no copy of a 1 MiB payload).
                     if length != size or not buf.startswith(payload, start):
                         self._fail(RuntimeError(f"bad echo: {buf[start:end][:80]!r}"))
@@ -265,11 +291,12 @@ class LoadConnection(asyncio.Protocol):
             raise RuntimeError("the connection did not close within 5 s") from None
 
 
-async def connect(port: int, raw: bool) -> LoadConnection:
+async def connect(port: int, raw: bool, deflate: bool = False) -> LoadConnection:
     loop = asyncio.get_running_loop()
-    _, conn = await loop.create_connection(lambda: LoadConnection(raw), "127.0.0.1", port)
+    _, conn = await loop.create_connection(lambda: LoadConnection(raw, deflate), "127.0.0.1", port)
     if not raw:
         assert conn.transport is not None
+        extensions = b"Sec-WebSocket-Extensions: %s\r\n" % DEFLATE_OFFER if deflate else b""
         conn.transport.write(
             b"GET / HTTP/1.1\r\n"
             b"Host: 127.0.0.1:%d\r\n"
@@ -277,7 +304,8 @@ async def connect(port: int, raw: bool) -> LoadConnection:
             b"Connection: Upgrade\r\n"
             b"Sec-WebSocket-Key: %s\r\n"
             b"Sec-WebSocket-Version: 13\r\n"
-            b"\r\n" % (port, KEY)
+            b"%s"
+            b"\r\n" % (port, KEY, extensions)
         )
     await conn.open
     return conn
@@ -293,7 +321,12 @@ def _record(payload: bytes) -> bytes:
 
 
 def _message(
-    conn: LoadConnection, opcode: int, payload: bytes, count: int, items: int | None = None
+    conn: LoadConnection,
+    opcode: int,
+    payload: bytes,
+    count: int,
+    items: int | None = None,
+    compress: bool = False,
 ) -> Unit:
     """Send ``count`` copies of ``payload`` in one write and wait for their echoes.
 
@@ -303,7 +336,7 @@ def _message(
     if conn.raw:
         data = _record(payload) * count
     else:
-        data = b"".join(client_frame(opcode, payload) for _ in range(count))
+        data = b"".join(client_frame(opcode, payload, compress) for _ in range(count))
     assert conn.transport is not None
     write = conn.transport.write
 
@@ -386,7 +419,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     if scenario == "connections":
         unit = _connections(port, raw)
     else:
-        conn = await connect(port, raw)
+        conn = await connect(port, raw, deflate=scenario == "compressed")
         text = TEXT.encode()
         if scenario == "latency":
             unit = _latency(conn, text, args.latency_batch)
@@ -394,6 +427,9 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
             unit = _message(conn, 0x1, text, args.pipelined_batch)
         elif scenario == "typed":
             unit = _message(conn, 0x1, typed_sample()[1].encode(), args.pipelined_batch)
+        elif scenario == "compressed":
+            sample = typed_sample()[1].encode()
+            unit = _message(conn, 0x1, sample, args.pipelined_batch, compress=True)
         elif scenario == "mib":
             unit = _message(conn, 0x2, os.urandom(MIB), 1, MIB)
         else:

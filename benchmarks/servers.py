@@ -120,7 +120,8 @@ async def _ours(sock: socket.socket, scenario: str, manual: bool) -> tuple[Stop,
     handler = echo
     if scenario == "typed":
         handler = manual_echo if manual else typed_echo
-    server = sw.serve(handler, sock=sock, compression=False, max_message_size=None)
+    compress = scenario == "compressed"
+    server = sw.serve(handler, sock=sock, compression=compress, max_message_size=None)
     await server.start()
 
     async def stop() -> None:
@@ -129,7 +130,7 @@ async def _ours(sock: socket.socket, scenario: str, manual: bool) -> tuple[Stop,
     return stop, sw.__version__, sw.__file__
 
 
-async def _websockets(sock: socket.socket) -> tuple[Stop, str, str]:
+async def _websockets(sock: socket.socket, compress: bool) -> tuple[Stop, str, str]:
     import websockets
     from websockets.asyncio.server import ServerConnection, serve
     from websockets.exceptions import ConnectionClosed
@@ -140,7 +141,12 @@ async def _websockets(sock: socket.socket) -> tuple[Stop, str, str]:
                 await ws.send(message)
 
     server = await serve(
-        echo, sock=sock, compression=None, max_size=None, ping_interval=None, close_timeout=1
+        echo,
+        sock=sock,
+        compression="deflate" if compress else None,
+        max_size=None,
+        ping_interval=None,
+        close_timeout=1,
     )
 
     async def stop() -> None:
@@ -162,12 +168,12 @@ async def _aiohttp_app(sock: socket.socket, handler: Any) -> Stop:
     return runner.cleanup
 
 
-async def _aiohttp(sock: socket.socket) -> tuple[Stop, str, str]:
+async def _aiohttp(sock: socket.socket, compress: bool) -> tuple[Stop, str, str]:
     import aiohttp
     from aiohttp import WSMsgType, web
 
     async def echo(request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(compress=False, max_msg_size=0)
+        ws = web.WebSocketResponse(compress=compress, max_msg_size=0)
         await ws.prepare(request)
         async for msg in ws:
             if msg.type is WSMsgType.TEXT:
@@ -239,9 +245,9 @@ async def _main(args: argparse.Namespace) -> None:
     if candidate in (OURS, MANUAL):
         stop, version, module = await _ours(sock, scenario, manual=candidate == MANUAL)
     elif candidate == "websockets":
-        stop, version, module = await _websockets(sock)
+        stop, version, module = await _websockets(sock, scenario == "compressed")
     elif candidate == "aiohttp":
-        stop, version, module = await _aiohttp(sock)
+        stop, version, module = await _aiohttp(sock, scenario == "compressed")
     elif candidate == SW11:
         stop, version, module = await _sw11(sock, args.sw11_dir)
     elif candidate == RAW:
