@@ -99,3 +99,49 @@ def test_limit_counts_every_fragment_and_resets_between_messages():
 def test_compressed_control_frame_is_a_protocol_error():
     evts = events(enabled(), frame(0x9, b"p", rsv1=True))
     assert [e.code for e in evts if isinstance(e, CloseConnection)] == [1002]
+
+
+# -- whole messages: compress_message / inflate_message ----------------------------------
+
+
+def test_whole_message_bomb_is_refused_with_1009_without_inflating_it():
+    bomb = deflate(b"\0" * (50 * 1024 * 1024))
+    ext = enabled(max_size=1024 * 1024)
+    tracemalloc.start()
+    try:
+        result = ext.inflate_message(False, bomb)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result == 1009
+    assert peak < 8 * 1024 * 1024, peak
+
+
+def test_whole_message_limits_match_the_per_frame_hooks():
+    for size in (999, 1000, 1001):
+        data = deflate(b"q" * size)
+        whole = enabled(max_size=1000).inflate_message(False, data)
+        hooks = events(enabled(max_size=1000), frame(0x2, data, rsv1=True))
+        closes = [e.code for e in hooks if isinstance(e, CloseConnection)]
+        if size <= 1000:
+            assert whole == b"q" * size and not closes
+        else:
+            assert whole == 1009 and closes == [1009]
+
+
+def test_whole_message_invalid_data_is_1007():
+    assert enabled().inflate_message(False, b"\xff\xff\xff\xff") == 1007
+
+
+def test_whole_messages_keep_the_context_like_the_hooks():
+    """With context takeover the second message refers to the first one's bytes."""
+    sender = enabled()
+    first = sender.compress_message(True, b"repeat me " * 20)
+    second = sender.compress_message(True, b"repeat me " * 20)
+    assert len(second) < len(first)  # it points back into the shared window
+    receiver = enabled()
+    assert receiver.inflate_message(False, first) == b"repeat me " * 20
+    assert receiver.inflate_message(False, second) == b"repeat me " * 20
+    # The per-frame hooks, fed the same frames, agree.
+    evts = events(enabled(), frame(0x2, first, rsv1=True) + frame(0x2, second, rsv1=True))
+    assert [bytes(e.data) for e in evts if isinstance(e, BytesMessage)] == [b"repeat me " * 20] * 2

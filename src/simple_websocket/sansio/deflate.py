@@ -7,6 +7,10 @@
   many bytes, and a message that would grow beyond fails with close code 1009
   before it is inflated any further (a small "zip bomb" cannot allocate more than
   the limit).
+
+It also offers :meth:`Deflate.compress_message` and :meth:`Deflate.inflate_message`,
+which do in one call what wsproto's per-frame hooks do for a whole unfragmented
+message, with the same state changes; the core's fast paths use them.
 """
 
 from __future__ import annotations
@@ -111,3 +115,75 @@ class Deflate(PerMessageDeflate):
         self._inbound_compressed = None
         self._inflated = 0
         return data
+
+    # -- whole messages (the core's fast paths) -------------------------------------
+
+    def compress_message(self, client: bool, data: bytes | bytearray) -> bytes:
+        """Compress one whole message, as ``frame_outbound`` does for a final frame.
+
+        Args:
+            client: ``True`` on the client side of the connection.
+            data: The message's payload.
+
+        Returns:
+            The payload to send in a frame with RSV1 set: the same bytes as wsproto
+            produces, and the same compression context afterwards.
+        """
+        compressor = self._compressor
+        if compressor is None:
+            bits = self.client_max_window_bits if client else self.server_max_window_bits
+            compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -int(bits))
+        out = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        no_context_takeover = (
+            self.client_no_context_takeover if client else self.server_no_context_takeover
+        )
+        self._compressor = None if no_context_takeover else compressor
+        return out[:-4]
+
+    def inflate_message(self, client: bool, data: bytes | bytearray) -> bytes | CloseReason:
+        """Inflate one whole compressed message received in a single frame.
+
+        Does what ``frame_inbound_header``, ``frame_inbound_payload_data`` and
+        ``frame_inbound_complete`` do together for such a frame. Only call it
+        between messages (not while a fragmented message is being received).
+
+        Args:
+            client: ``True`` on the client side of the connection.
+            data: The frame's (unmasked) payload.
+
+        Returns:
+            The inflated message, or the close code to fail the connection with:
+            1007 for data that does not inflate, 1009 when the message would
+            exceed ``max_size``.
+        """
+        decompressor = self._decompressor
+        if decompressor is None:
+            bits = self.server_max_window_bits if client else self.client_max_window_bits
+            decompressor = self._decompressor = zlib.decompressobj(-int(bits))
+        limit = self.max_size
+        try:
+            if limit is None:
+                out = decompressor.decompress(data)
+                out += decompressor.decompress(_TAIL)
+            else:
+                out = decompressor.decompress(data, limit + 1)
+                if len(out) > limit:
+                    return CloseReason.MESSAGE_TOO_BIG
+                room = limit - len(out)
+                tail = decompressor.decompress(_TAIL, room + 1)
+                if len(tail) > room or decompressor.unconsumed_tail:
+                    return CloseReason.MESSAGE_TOO_BIG
+                out += tail
+            rest = decompressor.flush()
+        except zlib.error:
+            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+        if rest:
+            out += rest
+            if limit is not None and len(out) > limit:
+                return CloseReason.MESSAGE_TOO_BIG
+        no_context_takeover = (
+            self.server_no_context_takeover if client else self.client_no_context_takeover
+        )
+        if no_context_takeover:
+            self._decompressor = None
+        return out

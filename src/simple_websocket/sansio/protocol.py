@@ -55,7 +55,6 @@ from wsproto.frame_protocol import (
     FrameDecoder,
     Opcode,
     ParseFailed,
-    RsvBits,
     XorMaskerSimple,
 )
 
@@ -162,8 +161,6 @@ _CONTROL = frozenset((0x88, 0x89, 0x8A))
 #: binary, and with permessage-deflate also compressed (RSV1) ones.
 _FAST_FIRST = frozenset((_FIN_TEXT, _FIN_BINARY))
 _FAST_FIRST_DEFLATE = frozenset((_FIN_TEXT, _FIN_BINARY, 0xC1, 0xC2))
-_NO_RSV = RsvBits(False, False, False)
-_RSV1 = RsvBits(True, False, False)
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
 
@@ -658,7 +655,7 @@ class Protocol:
                 else:
                     payload = _apply_mask(memoryview(buf)[head:end], key)
                 if compressed:
-                    inflated = self._inflate(first, length, payload)
+                    inflated = self._inflate(payload)
                     if inflated is None:
                         return b""  # the extension failed the connection
                     payload = inflated
@@ -693,27 +690,21 @@ class Protocol:
         self._keep(buf, i, False)
         return b""
 
-    def _inflate(self, first: int, length: int, payload: bytes | bytearray) -> bytes | None:
+    def _inflate(self, payload: bytes | bytearray) -> bytes | None:
         """Inflate one whole compressed frame through the permessage-deflate extension.
 
-        The extension's hooks are called as wsproto's frame decoder calls them, so
-        its state (context takeover, the ``max_message_size`` bound) is the same.
+        :meth:`Deflate.inflate_message` changes the extension's state (context
+        takeover, the ``max_message_size`` bound) as wsproto's per-frame hooks do.
         Returns ``None`` when the extension refused the frame; the connection was
         then failed with its code and wsproto's reason.
         """
         deflate = self._fast_deflate
-        decoder = self._frame_decoder
         assert deflate is not None
-        opcode = Opcode.TEXT if first & 1 else Opcode.BINARY
-        deflate.frame_inbound_header(decoder, opcode, _RSV1, length)
-        data = deflate.frame_inbound_payload_data(decoder, payload)  # type: ignore[arg-type]
-        if not isinstance(data, CloseReason):
-            tail = deflate.frame_inbound_complete(decoder, True)
-            if not isinstance(tail, CloseReason):
-                return data + tail if tail else data
-            data = tail
-        self.fail(data, "error in extension")
-        return None
+        data = deflate.inflate_message(self.client, payload)
+        if isinstance(data, CloseReason):
+            self.fail(data, "error in extension")
+            return None
+        return data
 
     def _keep(self, buf: bytes, pos: int, stalled: bool) -> None:
         """Keep ``buf[pos:]`` for the next call (without copying it now).
@@ -912,12 +903,9 @@ class Protocol:
             first = _FIN_BINARY
         deflate = self._fast_deflate
         if deflate is not None:
-            # Compressed by the extension itself, as wsproto's framing would.
-            opcode = Opcode.TEXT if first == _FIN_TEXT else Opcode.BINARY
-            raw = payload if type(payload) is bytes else bytes(payload)
-            rsv, payload = deflate.frame_outbound(conn._proto, opcode, _NO_RSV, raw, True)
-            if rsv.rsv1:
-                first |= 0x40
+            # Compressed by the extension, as wsproto's framing would (RSV1 set).
+            payload = deflate.compress_message(self.client, payload)
+            first |= 0x40
         n = len(payload)
         if not self.client:
             return _header(first, 0, n) + payload
