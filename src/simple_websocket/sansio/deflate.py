@@ -133,11 +133,15 @@ class Deflate(PerMessageDeflate):
         if compressor is None:
             bits = self.client_max_window_bits if client else self.server_max_window_bits
             compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -int(bits))
-        out = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+            self._compressor = compressor
         no_context_takeover = (
             self.client_no_context_takeover if client else self.server_no_context_takeover
         )
-        self._compressor = None if no_context_takeover else compressor
+        # Without context takeover a full flush ends the message and also forgets
+        # everything before it: the next message is compressed as by a new
+        # compressor (the same bytes), without the cost of creating one.
+        flush = zlib.Z_FULL_FLUSH if no_context_takeover else zlib.Z_SYNC_FLUSH
+        out = compressor.compress(data) + compressor.flush(flush)
         return out[:-4]
 
     def inflate_message(self, client: bool, data: bytes | bytearray) -> bytes | CloseReason:
