@@ -55,6 +55,7 @@ from wsproto.frame_protocol import (
     FrameDecoder,
     Opcode,
     ParseFailed,
+    RsvBits,
     XorMaskerSimple,
 )
 
@@ -161,6 +162,7 @@ _CONTROL = frozenset((0x88, 0x89, 0x8A))
 #: binary, and with permessage-deflate also compressed (RSV1) ones.
 _FAST_FIRST = frozenset((_FIN_TEXT, _FIN_BINARY))
 _FAST_FIRST_DEFLATE = frozenset((_FIN_TEXT, _FIN_BINARY, 0xC1, 0xC2))
+_RSV1 = RsvBits(True, False, False)
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
 
@@ -286,16 +288,31 @@ def _header(first: int, mask_bit: int, n: int) -> bytes:
 class _Partial:
     """An unfragmented data frame whose payload arrives over several reads."""
 
-    __slots__ = ("binary", "buf", "chunks", "decoder", "filled", "key", "need", "offset", "parts")
+    __slots__ = (
+        "binary",
+        "buf",
+        "chunks",
+        "decoder",
+        "filled",
+        "inflate",
+        "key",
+        "need",
+        "offset",
+        "parts",
+    )
 
-    def __init__(self, binary: bool, key: bytes | None, need: int) -> None:
+    def __init__(self, binary: bool, key: bytes | None, need: int, inflate: bool = False) -> None:
         self.binary = binary
         self.key = key
         #: Payload bytes still to come.
         self.need = need
+        #: Compressed (permessage-deflate): each chunk is unmasked and inflated as it
+        #: arrives, as wsproto does, then handled like a text frame's chunks (binary:
+        #: the inflated chunks are kept in ``chunks``).
+        self.inflate = inflate
         #: Binary, up to ``_DIRECT_MAX`` bytes: a buffer for the payload (reads can
         #: go straight into it, see ``Protocol.receive_buffer``), filled so far.
-        self.buf = _take_buffer(need) if binary and need <= _DIRECT_MAX else None
+        self.buf = _take_buffer(need) if binary and not inflate and need <= _DIRECT_MAX else None
         self.filled = 0
         #: Binary, larger: the raw (still masked) chunks.
         self.chunks: list[bytes | memoryview] = []
@@ -640,10 +657,16 @@ class Protocol:
                     return b""
                 end = head + length
                 if end > n:
-                    if compressed:
-                        return buf[i:]  # inflated piece by piece by wsproto
                     # The payload goes on in later reads: collect it.
-                    partial = _Partial(first == _FIN_BINARY, key, length)
+                    if compressed:
+                        assert self._fast_deflate is not None
+                        opcode = Opcode.TEXT if first & 1 else Opcode.BINARY
+                        self._fast_deflate.frame_inbound_header(
+                            self._frame_decoder, opcode, _RSV1, length
+                        )
+                        partial = _Partial(not first & 1, key, length, inflate=True)
+                    else:
+                        partial = _Partial(first == _FIN_BINARY, key, length)
                     self._partial = partial
                     with memoryview(buf) as view:
                         self._collect(partial, view[head:], messages)
@@ -690,6 +713,28 @@ class Protocol:
         self._keep(buf, i, False)
         return b""
 
+    def _inflate_chunk(self, chunk: bytes | bytearray | memoryview, final: bool) -> bytes | None:
+        """Inflate a piece of a compressed frame's payload, as wsproto's decoder does.
+
+        The extension's per-frame hooks are called as wsproto calls them, so a
+        frame that arrives over several reads fails (1007, 1009) as early as it
+        would there. Returns ``None`` when the extension refused it; the
+        connection was then failed with its code and wsproto's reason.
+        """
+        deflate = self._fast_deflate
+        decoder = self._frame_decoder
+        assert deflate is not None
+        out = deflate.frame_inbound_payload_data(decoder, bytes(chunk))
+        if not isinstance(out, CloseReason):
+            if not final:
+                return out
+            tail = deflate.frame_inbound_complete(decoder, True)
+            if not isinstance(tail, CloseReason):
+                return out + tail if tail else out
+            out = tail
+        self.fail(out, "error in extension")
+        return None
+
     def _inflate(self, payload: bytes | bytearray) -> bytes | None:
         """Inflate one whole compressed frame through the permessage-deflate extension.
 
@@ -729,7 +774,7 @@ class Protocol:
         take = min(partial.need, len(data))
         chunk = data if take == len(data) else data[:take]
         partial.need -= take
-        if partial.binary:
+        if partial.binary and not partial.inflate:
             if partial.buf is not None:
                 filled = partial.filled
                 partial.buf[filled : filled + take] = chunk
@@ -748,8 +793,22 @@ class Protocol:
                 key = key[rotate:] + key[:rotate]
             partial.offset += take
             chunk = _apply_mask(chunk, key)  # type: ignore[assignment]
-        assert partial.decoder is not None
         final = not partial.need
+        if partial.inflate:
+            inflated = self._inflate_chunk(chunk, final)
+            if inflated is None:
+                self._partial = None
+                return take  # the extension failed the connection
+            chunk = inflated
+            if partial.decoder is None:  # binary
+                if chunk:
+                    partial.chunks.append(chunk)
+                if not final:
+                    return -1
+                self._partial = None
+                messages.append(b"".join(partial.chunks))
+                return take
+        assert partial.decoder is not None
         try:
             text = partial.decoder.decode(chunk, final)
         except UnicodeDecodeError as exc:
