@@ -62,18 +62,14 @@ class Deflate(PerMessageDeflate):
     def _room(self) -> int | None:
         return None if self.max_size is None else self.max_size - self._inflated
 
-    def frame_inbound_payload_data(
-        self, proto: FrameDecoder | FrameProtocol, data: bytes
-    ) -> bytes | CloseReason:
-        """Inflate a piece of payload, never beyond ``max_size`` for the message."""
-        if self._in_control or not self._inbound_compressed or not self._inbound_is_compressible:
-            return data
+    def _inflate(self, data: bytes | bytearray) -> bytes | CloseReason:
+        """Inflate a piece of the current message, never beyond ``max_size`` for it."""
         assert self._decompressor is not None
         room = self._room()
         try:
             if room is None:
-                return self._decompressor.decompress(bytes(data))
-            out = self._decompressor.decompress(bytes(data), room + 1)
+                return self._decompressor.decompress(data)
+            out = self._decompressor.decompress(data, room + 1)
         except zlib.error:
             return CloseReason.INVALID_FRAME_PAYLOAD_DATA
         self._inflated += len(out)
@@ -81,18 +77,11 @@ class Deflate(PerMessageDeflate):
             return CloseReason.MESSAGE_TOO_BIG
         return out
 
-    def frame_inbound_complete(
-        self, proto: FrameDecoder | FrameProtocol, fin: bool
-    ) -> bytes | CloseReason | None:
-        """Finish a frame; at the end of a compressed message, flush the inflater."""
-        if self._in_control:
-            self._in_control = False
-            return None
-        if not fin:
-            return None
-        if not (self._inbound_compressed and self._inbound_is_compressible):
-            self._inflated = 0
-            return super().frame_inbound_complete(proto, fin)
+    def _end_message(self, client: bool) -> bytes | CloseReason:
+        """Flush the inflater at the end of a compressed message and reset its state.
+
+        Returns what the flush inflated (usually nothing), or the close code.
+        """
         assert self._decompressor is not None
         room = self._room()
         try:
@@ -108,13 +97,35 @@ class Deflate(PerMessageDeflate):
         if room is not None and len(data) > room:
             return CloseReason.MESSAGE_TOO_BIG
         no_context_takeover = (
-            self.server_no_context_takeover if proto.client else self.client_no_context_takeover
+            self.server_no_context_takeover if client else self.client_no_context_takeover
         )
         if no_context_takeover:
             self._decompressor = None
         self._inbound_compressed = None
         self._inflated = 0
         return data
+
+    def frame_inbound_payload_data(
+        self, proto: FrameDecoder | FrameProtocol, data: bytes
+    ) -> bytes | CloseReason:
+        """Inflate a piece of payload, never beyond ``max_size`` for the message."""
+        if self._in_control or not self._inbound_compressed or not self._inbound_is_compressible:
+            return data
+        return self._inflate(bytes(data))
+
+    def frame_inbound_complete(
+        self, proto: FrameDecoder | FrameProtocol, fin: bool
+    ) -> bytes | CloseReason | None:
+        """Finish a frame; at the end of a compressed message, flush the inflater."""
+        if self._in_control:
+            self._in_control = False
+            return None
+        if not fin:
+            return None
+        if not (self._inbound_compressed and self._inbound_is_compressible):
+            self._inflated = 0
+            return super().frame_inbound_complete(proto, fin)
+        return self._end_message(proto.client)
 
     # -- whole messages (the core's fast paths) -------------------------------------
 
@@ -160,34 +171,13 @@ class Deflate(PerMessageDeflate):
             1007 for data that does not inflate, 1009 when the message would
             exceed ``max_size``.
         """
-        decompressor = self._decompressor
-        if decompressor is None:
+        if self._decompressor is None:
             bits = self.server_max_window_bits if client else self.client_max_window_bits
-            decompressor = self._decompressor = zlib.decompressobj(-int(bits))
-        limit = self.max_size
-        try:
-            if limit is None:
-                out = decompressor.decompress(data)
-                out += decompressor.decompress(_TAIL)
-            else:
-                out = decompressor.decompress(data, limit + 1)
-                if len(out) > limit:
-                    return CloseReason.MESSAGE_TOO_BIG
-                room = limit - len(out)
-                tail = decompressor.decompress(_TAIL, room + 1)
-                if len(tail) > room or decompressor.unconsumed_tail:
-                    return CloseReason.MESSAGE_TOO_BIG
-                out += tail
-            rest = decompressor.flush()
-        except zlib.error:
-            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
-        if rest:
-            out += rest
-            if limit is not None and len(out) > limit:
-                return CloseReason.MESSAGE_TOO_BIG
-        no_context_takeover = (
-            self.server_no_context_takeover if client else self.client_no_context_takeover
-        )
-        if no_context_takeover:
-            self._decompressor = None
-        return out
+            self._decompressor = zlib.decompressobj(-int(bits))
+        out = self._inflate(data)
+        if isinstance(out, CloseReason):
+            return out
+        tail = self._end_message(client)
+        if isinstance(tail, CloseReason):
+            return tail
+        return out + tail if tail else out

@@ -22,10 +22,11 @@ per-frame machinery when no extension other than permessage-deflate is in use:
   wsproto the rest of the bytes, so that errors produce the same close frame as
   before. Bytes go back to the fast path once wsproto has nothing buffered.
 
-With permessage-deflate, a message is compressed, and a whole compressed frame
-inflated, by the extension's own methods called as wsproto calls them (its
-context takeover and size bound stay in one place); a compressed frame that
-arrives over several reads goes to wsproto.
+With permessage-deflate, unfragmented messages stay on the fast paths: a message
+is compressed, and a whole compressed frame inflated, by the extension's own
+methods (its context takeover and size bound stay in one place); a compressed
+frame that arrives over several reads is inflated piece by piece through the
+extension's per-frame hooks, as wsproto would, so errors come as early.
 
 The messages, their order, the bytes written back and the close codes are the same
 as wsproto's in every case; :attr:`Protocol.fast_path` turns the fast paths off.
