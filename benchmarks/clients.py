@@ -215,11 +215,25 @@ def _latency(conn: Conn, batch: int) -> Unit:
     return unit
 
 
-def _pipelined(conn: Conn, batch: int, payload: Any = None) -> Unit:
-    """Batches of ``batch`` text messages in flight (``conn.text`` by default)."""
-    send, recv = conn.send_text, conn.recv
+def _pipelined(
+    conn: Conn,
+    batch: int,
+    payload: Any = None,
+    receive: Callable[[], Awaitable[Any]] | None = None,
+    expected: Any = None,
+) -> Unit:
+    """Batches of ``batch`` text messages in flight.
+
+    ``payload`` is sent (``conn.text`` by default); each of the ``batch`` values
+    ``receive()`` returns (``conn.recv`` by default) must equal ``expected`` (the
+    payload by default).
+    """
+    send = conn.send_text
     if payload is None:
         payload = conn.text
+    recv = conn.recv if receive is None else receive
+    if expected is None:
+        expected = payload
 
     async def sender() -> None:
         for _ in range(batch):
@@ -230,7 +244,7 @@ def _pipelined(conn: Conn, batch: int, payload: Any = None) -> Unit:
         try:
             for _ in range(batch):
                 reply = await recv()
-                if reply != payload:
+                if reply != expected:
                     raise RuntimeError(f"bad echo: {reply!r}")
         finally:
             if not task.done():
@@ -280,7 +294,6 @@ def _connections(client: Client, info: dict[str, Any]) -> Unit:
 def _typed(conn: Conn, batch: int, manual: bool) -> Unit:
     """Pipelined JSON messages, decoded into the model on reception."""
     expected, text = typed_sample()
-    send = conn.send_text
     if manual:
         validate = type(expected).model_validate_json
         recv = conn.recv
@@ -290,26 +303,7 @@ def _typed(conn: Conn, batch: int, manual: bool) -> Unit:
 
     else:
         receive = conn.raw.typed(type(expected)).receive
-
-    async def sender() -> None:
-        for _ in range(batch):
-            await send(text)
-
-    async def unit() -> int:
-        task = asyncio.ensure_future(sender())
-        try:
-            for _ in range(batch):
-                obj = await receive()
-                if obj != expected:
-                    raise RuntimeError(f"bad echo: {obj!r}")
-        finally:
-            if not task.done():
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        return batch
-
-    return unit
+    return _pipelined(conn, batch, text, receive, expected)
 
 
 async def run_for(unit: Unit, seconds: float) -> dict[str, float]:
