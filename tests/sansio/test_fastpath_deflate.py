@@ -16,13 +16,14 @@ import zlib
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from simple_websocket.sansio.deflate import Deflate
 from simple_websocket.sansio.protocol import Protocol, State
 
 from ..asyncio.rawpeer import BINARY, CLOSE, CONT, PING, TEXT
+from ..fuzzing import examples
 from .test_fastpath import KeyStream, compare, frame, masking, messages_of
 
 __all__ = ["masking"]  # the fixture runs every test with both masking implementations
@@ -203,6 +204,82 @@ def test_compressed_frames_we_send_are_byte_identical(client: bool, params: str)
     assert frames[0][0][0] & 0x40, "RSV1: compressed"
 
 
+class FinalBlockSender:
+    """Compresses each message as a sender that ends every message with a final block.
+
+    RFC 7692 7.2.3.4 lets a sender flush with a DEFLATE block whose ``BFINAL`` bit is
+    set. With context takeover, such a sender starts each next message as a new
+    DEFLATE stream primed with the window of everything it sent before, so that
+    back-references into earlier messages are valid. ``trailer`` is what follows the
+    final block: ``b"\\x00"`` as in the RFC's example, or nothing.
+    """
+
+    def __init__(self, client: bool, params: str, trailer: bytes) -> None:
+        self.client = client
+        self.takeover = ("server" if client else "client") + "_no_context_takeover" not in params
+        self.bits = 10 if "window_bits=10" in params else 15
+        self.trailer = trailer
+        self.history = b""
+
+    def frame(self, opcode: int, data: bytes) -> bytes:
+        window = self.history[-(1 << self.bits) :] if self.takeover else b""
+        compressor = zlib.compressobj(9, zlib.DEFLATED, -self.bits, zdict=window)
+        payload = compressor.compress(data) + compressor.flush(zlib.Z_FINISH) + self.trailer
+        self.history += data
+        return frame(self.client, opcode, payload, rsv1=True)
+
+
+@pytest.mark.parametrize("client", [True, False], ids=["client", "server"])
+@pytest.mark.parametrize("params", sorted(PARAMS))
+@pytest.mark.parametrize("trailer", [b"\x00", b""], ids=["rfc-trailer", "no-trailer"])
+@pytest.mark.parametrize("limit", [None, 10_000], ids=["unlimited", "limited"])
+def test_messages_ending_with_a_final_block_inflate_with_the_window(
+    client: bool, params: str, trailer: bytes, limit: int | None
+) -> None:
+    # Each message repeats most of the one before: with context takeover, the
+    # sender refers back into earlier messages, across their final blocks.
+    sender = FinalBlockSender(client, PARAMS[params], trailer)
+    texts = ["the quick brown fox " * 20, "the quick brown fox " * 19 + "jumps", "", "fox " * 50]
+    stream = b"".join(sender.frame(TEXT, t.encode()) for t in texts)
+    # Then a message flushed the usual way (sync flush), in the same sender's stream.
+    window = sender.history[-(1 << sender.bits) :] if sender.takeover else b""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -sender.bits, zdict=window)
+    tail = compressor.compress(b"the quick brown fox") + compressor.flush(zlib.Z_SYNC_FLUSH)
+    stream += frame(client, BINARY, tail[:-4], rsv1=True)
+    result = check(client, PARAMS[params], stream, max_message_size=limit)
+    assert messages_of(result) == [
+        *(("str", t) for t in texts),
+        ("bytes", b"the quick brown fox"),
+    ]
+    assert result[-1][4] is State.OPEN
+
+
+def test_rfc_7692_final_block_example() -> None:
+    # RFC 7692 7.2.3.4: "Hello" in a final block, then an empty stored block's header.
+    payload = bytes.fromhex("f348cdc9c90700") + b"\x00"
+    for client in (True, False):
+        stream = frame(client, TEXT, payload, rsv1=True) + frame(client, TEXT, payload, rsv1=True)
+        result = check(client, "", stream)
+        assert messages_of(result) == [("str", "Hello")] * 2
+        assert result[-1][4] is State.OPEN
+
+
+@pytest.mark.parametrize("client", [True, False], ids=["client", "server"])
+@pytest.mark.parametrize(
+    "after",
+    [b"\x00\x00", bytes.fromhex("f348cdc9c90700"), b"\x02\x00", b"\x01\x00"],
+    ids=["two-zero-bytes", "second-final-block", "fixed-block", "stored-block"],
+)
+def test_data_after_the_final_block_fails_with_1007(client: bool, after: bytes) -> None:
+    payload = bytes.fromhex("f348cdc9c90700") + after
+    stream = frame(client, TEXT, b"before") + frame(client, TEXT, payload, rsv1=True)
+    stream += frame(client, TEXT, b"after")
+    result = check(client, "", stream)
+    assert messages_of(result) == [("str", "before")]
+    assert result[-1][4] is State.CLOSED
+    assert result[-1][5] == 1007
+
+
 _kinds = st.one_of(
     st.tuples(st.just("ztext"), st.text(max_size=300)),
     st.tuples(st.just("zbinary"), st.binary(max_size=3000)),
@@ -212,7 +289,19 @@ _kinds = st.one_of(
 )
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# A final stored block (``01``, its length fields being the appended tail) in the
+# middle of a stream with context takeover: the next message inflates with the window.
+_FINAL_BLOCK = [("ztext", "0\x80\u0800\U00010000"), ("zbad", b"\x01"), ("ztext", "")]
+
+
+@examples(120)
+@example(False, "takeover", _FINAL_BLOCK, [32], None, None, False)
+@example(True, "takeover", _FINAL_BLOCK, [32], None, None, False)
+@example(False, "takeover", _FINAL_BLOCK, [], None, 2000, True)
+@example(True, "takeover", _FINAL_BLOCK, [5, 20], 1, 2000, False)
+@example(True, "window-10", [*_FINAL_BLOCK, ("ztext", "after " * 20)], [], None, None, True)
+@example(False, "no-takeover", [*_FINAL_BLOCK, ("zbinary", b"x" * 100)], [7], None, 50, False)
+@example(False, "takeover", [("zbad", b"\x01"), ("zbad", b"\x01"), ("ztext", "a")], [], 2, 0, False)
 @given(
     client=st.booleans(),
     params=st.sampled_from(sorted(PARAMS)),

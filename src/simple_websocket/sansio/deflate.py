@@ -7,6 +7,15 @@
   many bytes, and a message that would grow beyond fails with close code 1009
   before it is inflated any further (a small "zip bomb" cannot allocate more than
   the limit).
+* A message whose DEFLATE data ends with a final block (``BFINAL`` set, which RFC
+  7692 7.2.3.4 allows a sender to use instead of an empty stored block) ends zlib's
+  stream: wsproto's inflater then refuses every later message of a connection with
+  context takeover. Here the inflater starts again with the sliding window of what
+  was inflated so far (RFC 7692 7.2.2: each message is inflated with the window of
+  the messages before it), so later messages inflate as the sender meant them.
+  After a final block, only an empty stored block may follow in the message (the
+  ``0x00`` of RFC 7692's example, then the ``00 00 ff ff`` tail the receiver
+  appends); anything else fails the connection with 1007.
 
 It also offers :meth:`Deflate.compress_message` and :meth:`Deflate.inflate_message`,
 which do in one call what wsproto's per-frame hooks do for a whole unfragmented
@@ -16,6 +25,7 @@ message, with the same state changes; the core's fast paths use them.
 from __future__ import annotations
 
 import zlib
+from collections import deque
 from typing import TYPE_CHECKING
 
 from wsproto.extensions import PerMessageDeflate
@@ -27,6 +37,10 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["Deflate"]
 
 _TAIL = b"\x00\x00\xff\xff"
+#: What may follow the final DEFLATE block of a message, the appended tail included:
+#: nothing (the final block was an empty stored one, whose length fields are the
+#: tail), the tail alone, or an empty stored block's header byte and the tail.
+_AFTER_FINAL = (b"", _TAIL, b"\x00" + _TAIL)
 
 
 class Deflate(PerMessageDeflate):
@@ -42,6 +56,12 @@ class Deflate(PerMessageDeflate):
         self.max_size = max_size
         self._inflated = 0
         self._in_control = False
+        # With context takeover on what we receive: the most recent inflated pieces,
+        # at least a window's worth (references, not copies), to start the inflater
+        # again after a final block. ``None`` until the first message tells the role.
+        self._recent: deque[bytes] | None = None
+        self._recent_size = 0
+        self._window = 0
 
     def frame_inbound_header(
         self,
@@ -62,36 +82,79 @@ class Deflate(PerMessageDeflate):
     def _room(self) -> int | None:
         return None if self.max_size is None else self.max_size - self._inflated
 
-    def _inflate(self, data: bytes | bytearray) -> bytes | CloseReason:
+    def _inflate(self, data: bytes | bytearray, client: bool) -> bytes | CloseReason:
         """Inflate a piece of the current message, never beyond ``max_size`` for it."""
-        assert self._decompressor is not None
+        decompressor = self._decompressor
+        assert decompressor is not None
         room = self._room()
         try:
             if room is None:
-                return self._decompressor.decompress(data)
-            out = self._decompressor.decompress(data, room + 1)
+                out = decompressor.decompress(data)
+            else:
+                out = decompressor.decompress(data, room + 1)
         except zlib.error:
             return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+        if decompressor.eof and len(decompressor.unused_data) > 1:
+            # More than an empty stored block's header after the final block.
+            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
         self._inflated += len(out)
-        if len(out) > room:
+        if room is not None and len(out) > room:
             return CloseReason.MESSAGE_TOO_BIG
+        if out:
+            recent = self._recent
+            if recent is None:
+                recent = self._start_window(client)
+            if self._window:
+                self._remember(recent, out)
         return out
+
+    def _start_window(self, client: bool) -> deque[bytes]:
+        """Decide, once the role is known, whether inflated data must be remembered."""
+        no_context_takeover = (
+            self.server_no_context_takeover if client else self.client_no_context_takeover
+        )
+        if not no_context_takeover:
+            bits = self.server_max_window_bits if client else self.client_max_window_bits
+            self._window = 1 << int(bits)
+        self._recent = deque()
+        return self._recent
+
+    def _remember(self, recent: deque[bytes], out: bytes) -> None:
+        """Keep ``out`` among the recent pieces, dropping those out of the window."""
+        recent.append(out)
+        size = self._recent_size + len(out)
+        window = self._window
+        while size - len(recent[0]) >= window:
+            size -= len(recent.popleft())
+        self._recent_size = size
+
+    def _restart(self, client: bool) -> None:
+        """Start a new inflater after a final block, primed with the sliding window."""
+        bits = self.server_max_window_bits if client else self.client_max_window_bits
+        history = b"".join(self._recent or ())[-self._window :]
+        self._decompressor = zlib.decompressobj(-int(bits), zdict=history)
 
     def _end_message(self, client: bool) -> bytes | CloseReason:
         """Flush the inflater at the end of a compressed message and reset its state.
 
         Returns what the flush inflated (usually nothing), or the close code.
         """
-        assert self._decompressor is not None
+        decompressor = self._decompressor
+        assert decompressor is not None
         room = self._room()
         try:
             if room is None:
-                data = self._decompressor.decompress(_TAIL)
+                data = decompressor.decompress(_TAIL)
             else:
-                data = self._decompressor.decompress(_TAIL, room + 1)
-                if len(data) > room or self._decompressor.unconsumed_tail:
+                data = decompressor.decompress(_TAIL, room + 1)
+                if len(data) > room or decompressor.unconsumed_tail:
                     return CloseReason.MESSAGE_TOO_BIG
-            data += self._decompressor.flush()
+            final = decompressor.eof
+            if final:
+                if decompressor.unused_data not in _AFTER_FINAL:
+                    return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+            else:
+                data += decompressor.flush()
         except zlib.error:
             return CloseReason.INVALID_FRAME_PAYLOAD_DATA
         if room is not None and len(data) > room:
@@ -101,6 +164,14 @@ class Deflate(PerMessageDeflate):
         )
         if no_context_takeover:
             self._decompressor = None
+        else:
+            recent = self._recent
+            if recent is None:
+                recent = self._start_window(client)
+            if data:
+                self._remember(recent, data)
+            if final:
+                self._restart(client)
         self._inbound_compressed = None
         self._inflated = 0
         return data
@@ -111,7 +182,7 @@ class Deflate(PerMessageDeflate):
         """Inflate a piece of payload, never beyond ``max_size`` for the message."""
         if self._in_control or not self._inbound_compressed or not self._inbound_is_compressible:
             return data
-        return self._inflate(bytes(data))
+        return self._inflate(bytes(data), proto.client)
 
     def frame_inbound_complete(
         self, proto: FrameDecoder | FrameProtocol, fin: bool
@@ -174,7 +245,7 @@ class Deflate(PerMessageDeflate):
         if self._decompressor is None:
             bits = self.server_max_window_bits if client else self.client_max_window_bits
             self._decompressor = zlib.decompressobj(-int(bits))
-        out = self._inflate(data)
+        out = self._inflate(data, client)
         if isinstance(out, CloseReason):
             return out
         tail = self._end_message(client)
