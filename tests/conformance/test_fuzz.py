@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from wsproto.extensions import PerMessageDeflate
 
@@ -34,19 +34,13 @@ from simple_websocket import AioClient, ConnectionClosed
 from simple_websocket.sansio.protocol import Protocol, State
 from tests.asyncio.rawpeer import BINARY, CLOSE, CONT, PING, PONG, TEXT, apply_mask, encode_frame
 
+from ..fuzzing import DEEP, examples
 from .harness import ScriptedServer, open_peer
-
-DEEP = os.environ.get("SIMPLE_WEBSOCKET_FUZZ") == "deep"
 
 
 def _settings(ci_examples: int, deep_examples: int) -> settings:
-    return settings(
-        max_examples=deep_examples if DEEP else ci_examples,
-        deadline=None,
-        derandomize=not DEEP,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-        print_blob=True,
-    )
+    # Derandomized with no example database by default (see tests/fuzzing.py).
+    return examples(ci_examples, deep_examples)
 
 
 CORE = _settings(200, 5000)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from wsproto.extensions import PerMessageDeflate
 
@@ -30,6 +30,7 @@ from simple_websocket.sansio import protocol as protocol_module
 from simple_websocket.sansio.protocol import Protocol, State
 
 from ..asyncio.rawpeer import BINARY, CLOSE, CONT, PING, PONG, TEXT, apply_mask, encode_frame
+from ..fuzzing import examples
 
 SIZES = [0, 1, 2, 3, 4, 5, 7, 64, 125, 126, 127, 511, 512, 513, 1000, 4099]
 SIZES += [65535, 65536, 65537, 70001, (1 << 17) + 3]
@@ -729,7 +730,7 @@ def _build(client: bool, kinds: list[tuple[str, Any]]) -> bytes:
     return b"".join(out)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@examples(150)
 @given(
     client=st.booleans(),
     kinds=st.lists(_frame_kinds, max_size=12),
@@ -754,7 +755,7 @@ def test_random_streams_give_the_same_results(
     compare(client, stream, splits, max_messages, eof=eof, max_message_size=limit)
 
 
-@settings(max_examples=60, deadline=None)
+@examples(60)
 @given(
     client=st.booleans(),
     messages=st.lists(st.one_of(st.text(max_size=2000), st.binary(max_size=70_000)), max_size=6),
