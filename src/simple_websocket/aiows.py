@@ -27,6 +27,7 @@ from .sansio.handshake import (
     normalize_subprotocols,
     parse_url,
 )
+from .sansio.limits import SERVE_MAX_MESSAGE_SIZE, UNSET, Unset
 from .sansio.protocol import CloseCode
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -53,7 +54,7 @@ class AioServer(ServerConnection):
         subprotocols: str | Sequence[str] | None = None,
         receive_bytes: int = 4096,
         ping_interval: float | None = None,
-        max_message_size: int | None = None,
+        max_message_size: int | None | Unset = UNSET,
         **options: Any,
     ) -> None:
         super().__init__(
@@ -77,7 +78,7 @@ class AioServer(ServerConnection):
         subprotocols: str | Sequence[str] | None = None,
         receive_bytes: int = 4096,
         ping_interval: float | None = None,
-        max_message_size: int | None = None,
+        max_message_size: int | None | Unset = UNSET,
         *,
         ping_timeout: float | None = None,
         close_timeout: float = 5.0,
@@ -106,7 +107,9 @@ class AioServer(ServerConnection):
             receive_bytes: Kept from 1.1; the engine reads what the transport delivers.
             ping_interval: Seconds between keepalive pings, or ``None``.
             max_message_size: Largest accepted message in bytes (larger ones close the
-                connection with 1009), or ``None``.
+                connection with 1009), or ``None`` for no limit. Not given: no limit on
+                uncompressed messages, as in 1.1, and 64 MiB on what a compressed
+                message inflates to.
             ping_timeout: Seconds to wait for a pong (default: until the next ping).
             close_timeout: Seconds ``close()`` waits for the closing handshake.
             max_queue: Messages buffered before reading pauses.
@@ -181,7 +184,7 @@ class AioClient(Connection):
         headers: HeadersLike = None,
         receive_bytes: int = 4096,
         ping_interval: float | None = None,
-        max_message_size: int | None = None,
+        max_message_size: int | None | Unset = UNSET,
         ssl_context: ssl.SSLContext | None = None,
         **options: Any,
     ) -> None:
@@ -212,7 +215,7 @@ class AioClient(Connection):
         headers: HeadersSource = None,
         receive_bytes: int = 4096,
         ping_interval: float | None = None,
-        max_message_size: int | None = None,
+        max_message_size: int | None | Unset = UNSET,
         ssl_context: ssl.SSLContext | None = None,
         *,
         open_timeout: float | None = 10.0,
@@ -237,7 +240,7 @@ class AioClient(Connection):
         headers: HeadersSource = None,
         receive_bytes: int = 4096,
         ping_interval: float | None = None,
-        max_message_size: int | None = None,
+        max_message_size: int | None | Unset = UNSET,
         ssl_context: ssl.SSLContext | None = None,
         *,
         open_timeout: float | None = 10.0,
@@ -261,7 +264,7 @@ class AioClient(Connection):
         headers: HeadersSource = None,
         receive_bytes: int = 4096,
         ping_interval: float | None = None,
-        max_message_size: int | None = None,
+        max_message_size: int | None | Unset = UNSET,
         ssl_context: ssl.SSLContext | None = None,
         *,
         open_timeout: float | None = 10.0,
@@ -298,7 +301,9 @@ class AioClient(Connection):
             receive_bytes: Kept from 1.1; the engine reads what the transport delivers.
             ping_interval: Seconds between keepalive pings, or ``None``.
             max_message_size: Largest accepted message in bytes (larger ones close the
-                connection with 1009), or ``None``.
+                connection with 1009), or ``None`` for no limit. Not given: no limit on
+                uncompressed messages, as in 1.1, and 64 MiB on what a compressed
+                message inflates to.
             ssl_context: TLS settings for ``wss://``. By default certificates are
                 verified against the system's trusted CAs.
             open_timeout: Seconds allowed for TCP, TLS and the handshake together.
@@ -479,6 +484,7 @@ def serve(
     ssl: ssl.SSLContext | None = None,
     process_request: ProcessRequest | None = None,
     backlog: int = 100,
+    max_message_size: int | None = SERVE_MAX_MESSAGE_SIZE,
     **accept_options: Any,
 ) -> WebSocketServer[Any]:
     """Run a standalone WebSocket server that calls ``await handler(ws)`` per connection.
@@ -512,8 +518,13 @@ def serve(
             it at ``net.core.somaxconn``). Raise it when many clients connect at
             once: a full queue drops their SYNs, which costs them a retransmission
             (a second or more). Raises ``ValueError`` below 1.
+        max_message_size: The largest message a client may send, in bytes, after
+            inflating a compressed one (1 MiB by default); a larger message closes
+            its connection with 1009. ``None`` lifts the limit: only do that
+            behind a proxy that enforces one, since a few hundred KiB of
+            compressed data can inflate to gigabytes.
         **accept_options: Options of :meth:`AioServer.accept` (``subprotocols``,
-            ``ping_interval``, ``max_message_size``, ``compression``, ...).
+            ``ping_interval``, ``compression``, ...).
     """
     return _serve(
         handler,
@@ -525,6 +536,7 @@ def serve(
         ssl=ssl,
         process_request=process_request,
         backlog=backlog,
+        max_message_size=max_message_size,
         **accept_options,
     )
 

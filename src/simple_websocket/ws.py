@@ -23,6 +23,7 @@ from .sansio.handshake import (
     normalize_subprotocols,
     parse_url,
 )
+from .sansio.limits import UNSET, Unset
 from .sansio.protocol import CloseCode
 from .sync.client import open_connection
 from .sync.connection import (
@@ -62,7 +63,7 @@ class Server(ServerConnection):
         subprotocols: str | Sequence[str] | None = None,
         receive_bytes: int = 4096,
         ping_interval: float | None = None,
-        max_message_size: int | None = None,
+        max_message_size: int | None | Unset = UNSET,
         thread_class: ThreadFactory | None = None,
         event_class: EventFactory | None = None,
         selector_class: SelectorFactory | None = None,
@@ -112,7 +113,7 @@ class Server(ServerConnection):
         subprotocols: str | Sequence[str] | None = None,
         receive_bytes: int = 4096,
         ping_interval: float | None = None,
-        max_message_size: int | None = None,
+        max_message_size: int | None | Unset = UNSET,
         thread_class: ThreadFactory | None = None,
         event_class: EventFactory | None = None,
         selector_class: SelectorFactory | None = None,
@@ -142,7 +143,9 @@ class Server(ServerConnection):
             receive_bytes: Bytes read from the socket at a time.
             ping_interval: Seconds between keepalive pings, or ``None``.
             max_message_size: Largest accepted message in bytes (larger ones close the
-                connection with 1009), or ``None``.
+                connection with 1009), or ``None`` for no limit. Not given: no limit on
+                uncompressed messages, as in 1.1, and 64 MiB on what a compressed
+                message inflates to.
             thread_class: Creates the connection's background thread, called as
                 ``thread_class(target=function)`` (default ``threading.Thread``).
             event_class: Creates events (default ``threading.Event``).
@@ -206,7 +209,7 @@ class Client(Connection):
         headers: HeadersLike = None,
         receive_bytes: int = 4096,
         ping_interval: float | None = None,
-        max_message_size: int | None = None,
+        max_message_size: int | None | Unset = UNSET,
         ssl_context: ssl.SSLContext | None = None,
         thread_class: ThreadFactory | None = None,
         event_class: EventFactory | None = None,
@@ -257,7 +260,7 @@ class Client(Connection):
         headers: HeadersLike = None,
         receive_bytes: int = 4096,
         ping_interval: float | None = None,
-        max_message_size: int | None = None,
+        max_message_size: int | None | Unset = UNSET,
         ssl_context: ssl.SSLContext | None = None,
         thread_class: ThreadFactory | None = None,
         event_class: EventFactory | None = None,
@@ -284,7 +287,9 @@ class Client(Connection):
             receive_bytes: Bytes read from the socket at a time.
             ping_interval: Seconds between keepalive pings, or ``None``.
             max_message_size: Largest accepted message in bytes (larger ones close the
-                connection with 1009), or ``None``.
+                connection with 1009), or ``None`` for no limit. Not given: no limit on
+                uncompressed messages, as in 1.1, and 64 MiB on what a compressed
+                message inflates to.
             ssl_context: TLS settings for ``wss://``. By default certificates are
                 verified against the system's trusted CAs.
             thread_class: Creates the connection's background thread, called as

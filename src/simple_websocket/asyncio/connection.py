@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Self
 from wsproto.extensions import Extension
 
 from ..errors import ConnectionClosed
+from ..sansio.limits import UNSET, Unset, message_limits
 from ..sansio.protocol import CloseCode, Protocol, State, check_close_code
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -82,7 +83,9 @@ class BaseConnection:
         ping_interval: Seconds between keepalive pings, or ``None``.
         ping_timeout: Seconds to wait for a pong before failing the connection with
             close code 1011 (``None``: until the next ping is due).
-        max_message_size: The largest message accepted, in bytes, or ``None``.
+        max_message_size: The largest message accepted, in bytes, or ``None``. When
+            it was not given (``UNSET``), this is ``None`` and only compressed messages
+            are limited, to ``MAX_INFLATED_SIZE`` inflated (see ``sansio.limits``).
         close_timeout: Seconds ``close()`` waits for the closing handshake.
         max_queue: Received messages buffered before reading from the network pauses.
         close_reason: The close code once the connection is closed (1005 before).
@@ -98,18 +101,18 @@ class BaseConnection:
         receive_bytes: int = 4096,
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
-        max_message_size: int | None = None,
+        max_message_size: int | None | Unset = UNSET,
         close_timeout: float = 5.0,
         max_queue: int = 16,
     ) -> None:
         if max_queue < 1:
             raise ValueError("max_queue must be at least 1")
+        self.max_message_size, self._max_inflated_size = message_limits(max_message_size)
         self.subprotocol: str | None = None
         self.connected = False
         self.receive_bytes = receive_bytes
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
-        self.max_message_size = max_message_size
         self.close_timeout = close_timeout
         self.max_queue = max_queue
         self.close_reason: int = CloseCode.NO_STATUS_RCVD
@@ -354,7 +357,11 @@ class Connection(BaseConnection):
         self._transport = transport
         self._lost = loop.create_future()
         self._proto = Protocol(
-            self._client, extensions, max_message_size=self.max_message_size, clock=loop.time
+            self._client,
+            extensions,
+            max_message_size=self.max_message_size,
+            clock=loop.time,
+            max_inflated_size=self._max_inflated_size,
         )
         self.subprotocol = subprotocol
         self.connected = True

@@ -403,6 +403,9 @@ class Protocol:
         max_message_size: Largest incoming message in bytes, or ``None``. A larger
             message fails the connection with close code 1009.
         clock: Returns the current time in seconds; used for ping round-trip times.
+        max_inflated_size: When ``max_message_size`` is ``None``: the largest a
+            compressed message may inflate to (``None``: no limit). A larger one
+            fails the connection with 1009.
 
     Attributes:
         fast_path: ``True`` when data frames are framed and parsed without going
@@ -419,6 +422,7 @@ class Protocol:
         extensions: Sequence[Extension] = (),
         max_message_size: int | None = None,
         clock: Callable[[], float] | None = None,
+        max_inflated_size: int | None = None,
     ) -> None:
         self.client = client
         self._conn = Connection(
@@ -429,11 +433,14 @@ class Protocol:
         for ext in extensions:
             if isinstance(ext, Deflate):
                 # Inflate no more than a message may hold (a zip bomb fails with 1009).
-                ext.max_size = max_message_size
+                ext.max_size = max_message_size if max_message_size is not None else (
+                    max_inflated_size
+                )
                 self._deflate = ext
         self._clock = clock or (lambda: 0.0)
         self._out = bytearray()
-        self._parts: list[str | bytes | bytearray] = []
+        #: The fragmented message being assembled, if any.
+        self._assembling: bytearray | None = None
         self._stalled = False
         self._size = 0
         self._text = False
@@ -877,19 +884,28 @@ class Protocol:
             if self._size > limit:
                 self._too_big()
                 return
-        if event.message_finished and not self._parts:
+        assembling = self._assembling
+        if event.message_finished and assembling is None:
             out.append(data if isinstance(data, str) else bytes(data))
             self._size = 0
             return
-        self._parts.append(data)
+        # A fragmented message is assembled in one growing buffer, text as UTF-8
+        # (wsproto validated it already): keeping its fragments, or the strings
+        # wsproto decoded them to, would cost far more memory than the message
+        # when they are small (50 to 100 bytes per fragment).
+        if assembling is None:
+            assembling = self._assembling = bytearray()
+        if isinstance(data, str):
+            assembling += data.encode("utf-8")
+        else:
+            assembling += data
         if event.message_finished:
-            if isinstance(event, TextMessage):
-                out.append("".join(self._parts))  # type: ignore[arg-type]
-            else:
-                assert isinstance(event, BytesMessage)
-                out.append(b"".join(self._parts))  # type: ignore[arg-type]
-            self._parts = []
+            self._assembling = None
             self._size = 0
+            if isinstance(event, TextMessage):
+                out.append(assembling.decode("utf-8"))
+            else:
+                out.append(bytes(assembling))
 
     def _on_pong(self, payload: bytes) -> None:
         sent = self._pings.pop(payload, None)

@@ -38,6 +38,7 @@ from typing import Protocol as TypingProtocol
 from wsproto.extensions import Extension
 
 from ..errors import ConnectionClosed
+from ..sansio.limits import UNSET, Unset, message_limits
 from ..sansio.protocol import CloseCode, Protocol, State, check_close_code
 
 __all__ = [
@@ -92,7 +93,9 @@ class BaseConnection:
         ping_interval: Seconds between keepalive pings, or ``None``.
         ping_timeout: Seconds to wait for a pong before failing the connection with
             close code 1011 (``None``: until the next ping is due).
-        max_message_size: The largest message accepted, in bytes, or ``None``.
+        max_message_size: The largest message accepted, in bytes, or ``None``. When
+            it was not given (``UNSET``), this is ``None`` and only compressed messages
+            are limited, to ``MAX_INFLATED_SIZE`` inflated (see ``sansio.limits``).
         close_timeout: Seconds ``close()`` waits for the closing handshake.
         max_queue: Received messages buffered before the reader stops reading.
         close_reason: The close code once the connection is closed (1005 before).
@@ -105,19 +108,19 @@ class BaseConnection:
         receive_bytes: int = 4096,
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
-        max_message_size: int | None = None,
+        max_message_size: int | None | Unset = UNSET,
         close_timeout: float = 5.0,
         max_queue: int = 16,
         event_class: EventFactory | None = None,
     ) -> None:
         if max_queue < 1:
             raise ValueError("max_queue must be at least 1")
+        self.max_message_size, self._max_inflated_size = message_limits(max_message_size)
         self.subprotocol: str | None = None
         self.connected = False
         self.receive_bytes = receive_bytes
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
-        self.max_message_size = max_message_size
         self.close_timeout = close_timeout
         self.max_queue = max_queue
         self.close_reason: int = CloseCode.NO_STATUS_RCVD
@@ -357,6 +360,7 @@ class Connection(BaseConnection):
             extensions,
             max_message_size=self.max_message_size,
             clock=time.monotonic,
+            max_inflated_size=self._max_inflated_size,
         )
         self.subprotocol = subprotocol
         self.connected = True
