@@ -9,14 +9,18 @@ connections of the same server keep working.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
+import os
 import tracemalloc
 import zlib
 
 import pytest
 
 from simple_websocket import OpenTimeout
-from tests.asyncio.rawpeer import BINARY, CONT, PING, TEXT
+from simple_websocket.sansio.limits import MAX_INFLATED_SIZE, SERVE_MAX_MESSAGE_SIZE
+from simple_websocket.sansio.protocol import Protocol
+from tests.asyncio.rawpeer import BINARY, CONT, PING, TEXT, encode_frame
 
 from .harness import (
     ALL_TARGETS,
@@ -164,6 +168,77 @@ async def test_zip_bomb_fails_with_1009_and_bounded_memory(target: str) -> None:
         assert grown < BOMB_SIZE // 16, f"peak grew by {grown / 2**20:.0f} MiB"
 
 
+# -- default limits -------------------------------------------------------------------------
+# Not given max_message_size, serve() accepts at most 1 MiB per message; the 1.1 entry
+# points accept uncompressed messages of any size, as 1.1 did, but inflate a compressed
+# one to at most 64 MiB. An explicit max_message_size, None included, sets both.
+
+MIB = 1024 * 1024
+
+
+@functools.cache
+def deflated_zeros(size: int) -> bytes:
+    """The permessage-deflate payload of ``size`` zero bytes (about size / 1000)."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    chunk = bytes(MIB)
+    parts = [compressor.compress(chunk) for _ in range(size // MIB)]
+    parts.append(compressor.compress(bytes(size % MIB)))
+    data = b"".join(parts) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    return data[:-4]
+
+
+def default_limit(target: str) -> int:
+    """The largest message ``target`` inflates when ``max_message_size`` is not given."""
+    return SERVE_MAX_MESSAGE_SIZE if target == "serve" else MAX_INFLATED_SIZE
+
+
+@pytest.mark.timeout(60)
+@targets
+async def test_compressed_message_over_the_default_limit_fails_with_1009(target: str) -> None:
+    limit = default_limit(target)
+    async with pair(target, deflate=True) as (side, peer):
+        # At the limit: delivered.
+        await peer.write(peer.frame(BINARY, deflated_zeros(limit), rsv1=True))
+        message = await side.receive(timeout=20)
+        assert len(message) == limit and not message.strip(b"\0")
+        del message
+        # One byte more (and a 300 MiB bomb): refused while inflating.
+        await peer.write(peer.frame(BINARY, deflated_zeros(limit + 1), rsv1=True))
+        await peer.expect_failure(1009)
+        await side.expect_closed(1009)
+    async with pair(target, deflate=True) as (side, peer):
+        await peer.write(peer.frame(BINARY, deflated_zeros(300 * MIB), rsv1=True))
+        await peer.expect_failure(1009)
+        await side.expect_closed(1009)
+
+
+@pytest.mark.timeout(60)
+@targets
+async def test_explicit_none_lifts_the_inflate_limit(target: str) -> None:
+    size = MAX_INFLATED_SIZE + 1
+    async with pair(target, deflate=True, max_message_size=None) as (side, peer):
+        await peer.write(peer.frame(BINARY, deflated_zeros(size), rsv1=True))
+        message = await side.receive(timeout=20)
+        assert len(message) == size and not message.strip(b"\0")
+
+
+@targets
+async def test_uncompressed_messages_keep_the_1_1_default(target: str) -> None:
+    data = os.urandom(SERVE_MAX_MESSAGE_SIZE + 1)
+    async with pair(target) as (side, peer):
+        await peer.write(peer.frame(BINARY, data[:-1]))
+        assert await side.receive() == data[:-1]
+        await peer.write(peer.frame(BINARY, data))
+        if target == "serve":
+            frame = await peer.expect_failure(1009)
+            assert (
+                frame.payload[2:] == f"Message larger than {SERVE_MAX_MESSAGE_SIZE} bytes".encode()
+            )
+            await side.expect_closed(1009)
+        else:
+            assert await side.receive() == data
+
+
 # -- slow handshakes ------------------------------------------------------------------------------
 
 
@@ -250,6 +325,58 @@ async def test_ten_thousand_fragments_over_the_limit_fail_with_1009(target: str)
         await peer.write(b"".join(frames))
         await peer.expect_failure(1009)
         await side.expect_closed(1009)
+
+
+@pytest.mark.parametrize("opcode", [TEXT, BINARY])
+def test_a_message_of_tiny_fragments_costs_about_its_size_in_memory(opcode: int) -> None:
+    """Fragments are assembled in one buffer, not kept one object each (which cost
+    50 to 100 bytes per fragment: 120 times the message for one-byte fragments)."""
+    n = 100_000
+    frames = [encode_frame(opcode, b"ab", fin=False, mask=b"abcd")]
+    frames += [encode_frame(CONT, b"ab", fin=False, mask=b"abcd") for _ in range(n - 2)]
+    frames.append(encode_frame(CONT, b"ab", mask=b"abcd"))
+    stream = b"".join(frames)
+    del frames
+    proto = Protocol(client=False)
+    messages: list[str | bytes] = []
+    gc.collect()
+    tracemalloc.start()
+    try:
+        for start in range(0, len(stream), 256 * 1024):
+            messages += proto.receive_data(stream[start : start + 256 * 1024])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert messages == ["ab" * n if opcode == TEXT else b"ab" * n]
+    size = 2 * n
+    # The buffer, the message made of it, and a read's worth of bytes.
+    assert peak < 3 * size + 2 * 256 * 1024, f"peak {peak} bytes for a {size}-byte message"
+
+
+@pytest.mark.timeout(60)
+@servers
+async def test_fragment_flood_leaves_other_connections_served(target: str) -> None:
+    """100,000 one-byte fragments (700 KB on the wire) cost a few microseconds each,
+    and the server keeps serving another connection while it parses them."""
+    n = 100_000
+    async with ServerTarget(target) as server:
+        flooder = await open_peer(server.port)
+        flooded = await server.side_of(flooder)
+        other = await open_peer(server.port)
+        other_side = await server.side_of(other)
+        frames = [flooder.frame(BINARY, b"a", fin=False)]
+        frames += [flooder.frame(CONT, b"a", fin=False) for _ in range(n - 2)]
+        frames.append(flooder.frame(CONT, b"a"))
+        flood = asyncio.ensure_future(flooder.write(b"".join(frames)))
+        received = asyncio.ensure_future(flooded.receive(timeout=30))
+        served = 0
+        while not received.done():
+            await other.roundtrip(other_side, f"served {served}")
+            served += 1
+        await flood
+        assert await received == b"a" * n
+        assert served > 0
+        await other.roundtrip(other_side, "after the flood")
 
 
 # -- a ping flood from a peer that never reads -------------------------------------------
