@@ -16,8 +16,10 @@ The tree::
           │                                (also a ``ValueError``); the connection stays open
           ├── EncodeError                  an object cannot be encoded by a codec
           │                                (also a ``TypeError``); nothing was sent
-          └── RequestTimeout               no response to a typed request in time
-                                           (also a builtin ``TimeoutError``)
+          ├── RequestTimeout               no response to a typed request in time
+          │                                (also a builtin ``TimeoutError``)
+          └── GapError(expected, received) a subscription's sequence has a gap that
+                                           was not filled
 
 ``ConnectionError`` and ``ConnectionClosed`` keep the constructor signatures and
 attributes of simple-websocket 1.1, so ``except simple_websocket.ConnectionError``
@@ -39,6 +41,7 @@ __all__ = [
     "ConnectionError",
     "DecodeError",
     "EncodeError",
+    "GapError",
     "HandshakeError",
     "HandshakeRejected",
     "OpenTimeout",
@@ -180,3 +183,28 @@ class RequestTimeout(SimpleWebsocketError, TimeoutError):
         self.request_id = request_id
         self.timeout = timeout
         super().__init__(f"No response to request {request_id!r} within {timeout} s")
+
+
+class GapError(SimpleWebsocketError):
+    """A subscription's sequence numbers jumped, and the missing messages never came.
+
+    Raised by a subscription made with ``sequence=`` and ``on_gap="raise"`` when a
+    message skips sequence numbers, or with ``on_gap="resubscribe"`` when the
+    messages asked for again did not arrive within ``gap_timeout``. Iterating on
+    goes on after the gap: nothing that arrived is lost, only the missing
+    messages are.
+
+    Attributes:
+        expected: The first missing sequence number.
+        received: The sequence number that arrived instead (the first one after
+            the gap).
+    """
+
+    def __init__(self, expected: int, received: int) -> None:
+        self.expected = expected
+        self.received = received
+        missing = received - expected
+        super().__init__(
+            f"sequence gap: expected {expected}, received {received} "
+            f"({missing} message{'s' if missing != 1 else ''} missing)"
+        )
