@@ -1,11 +1,13 @@
 """The testing toolkit, driven by our client."""
 
 import asyncio
+import json
 
 import pytest
+import websockets
 
 from simple_websocket import AioClient, ConnectionClosed, HandshakeRejected
-from simple_websocket.testing import Script, ScriptedServer, free_port
+from simple_websocket.testing import PubSubServer, Script, ScriptedServer, free_port
 
 
 async def test_fixture_echoes_and_records(ws_server):
@@ -133,3 +135,57 @@ async def test_the_documented_example(ws_server):
     await ws_server.wait_for_messages(2)
     assert ws_server.received == ["before", "after"]
     await client.close()
+
+
+# -- the reference publish/subscribe server ------------------------------------------------
+
+
+async def _next_json(ws, **match):
+    """The next message whose fields include ``match``, skipping others."""
+    while True:
+        message = json.loads(await ws.recv())
+        if all(message.get(k) == v for k, v in match.items()):
+            return message
+
+
+async def test_pubsub_replays_history_since_a_sequence_number():
+    async with PubSubServer(history=3) as server:
+        for n in range(5):
+            server.publish("BTC", n)
+        assert server.last("BTC") == 5
+        async with websockets.connect(server.url) as ws:
+            await ws.send(json.dumps({"op": "subscribe", "channel": "BTC", "since": 1}))
+            ack = await _next_json(ws, type="subscribed")
+            assert ack == {"type": "subscribed", "channel": "BTC", "last": 5}
+            # Only the last 3 are kept: 3, 4, 5 (2 is gone).
+            seqs = [(await _next_json(ws, type="event"))["seq"] for _ in range(3)]
+            assert seqs == [3, 4, 5]
+            server.publish("BTC", "live")
+            live = await _next_json(ws, type="event")
+            assert (live["seq"], live["data"]) == (6, "live")
+            await ws.send(json.dumps({"op": "subscribe", "channel": "ETH", "since": None}))
+            await _next_json(ws, type="subscribed", channel="ETH")
+            server.publish("ETH", 1)
+            assert (await _next_json(ws, type="event"))["channel"] == "ETH"
+        assert [m["channel"] for m in server.subscribes] == ["BTC", "ETH"]
+
+
+async def test_pubsub_runs_each_request_once_and_keeps_history_across_restarts():
+    async with PubSubServer(handler=lambda request: request["params"] * 2) as server:
+        server.publish("BTC", "before")
+        async with websockets.connect(server.url) as ws:
+            request = {"op": "request", "id": "r1", "params": 21}
+            await ws.send(json.dumps(request))
+            await ws.send(json.dumps(request))  # sent again: deduplicated by id
+            for _ in range(2):
+                response = await _next_json(ws, type="response")
+                assert response == {"type": "response", "id": "r1", "result": 42}
+        assert (server.executed, server.answered) == (1, 2)
+        await server.restart()
+        async with websockets.connect(server.url) as ws:
+            await ws.send(json.dumps({"op": "subscribe", "channel": "BTC", "since": 0}))
+            event = await _next_json(ws, type="event")
+            assert (event["seq"], event["data"]) == (1, "before")
+            await ws.send(json.dumps(request))
+            assert (await _next_json(ws, type="response"))["result"] == 42
+        assert server.executed == 1

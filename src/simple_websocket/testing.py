@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import inspect
+import json
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
@@ -32,7 +34,7 @@ from .asyncio.server import WebSocketServer
 from .errors import ConnectionClosed
 from .sansio.handshake import HandshakeRequest, HTTPResponse
 
-__all__ = ["Script", "ScriptedServer", "free_port"]
+__all__ = ["PubSubServer", "Script", "ScriptedServer", "free_port"]
 
 
 @dataclasses.dataclass
@@ -233,6 +235,206 @@ class ScriptedServer:
     async def wait_for_connections(self, count: int, timeout: float = 10.0) -> None:
         """Wait until ``count`` connections were accepted in all."""
         await self.wait_until(lambda: self.connections >= count, timeout)
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+class PubSubServer:
+    """A reference publish/subscribe server, to test bots that must not miss messages.
+
+    It speaks a small JSON protocol, the one the subscriptions documentation uses:
+
+    * ``{"op": "subscribe", "channel": C, "since": N}`` subscribes to channel ``C``;
+      with ``since`` (a sequence number, or ``null``) it first replays the kept
+      history after ``N``, then sends new messages. It answers
+      ``{"type": "subscribed", "channel": C, "last": L}``, ``L`` being the
+      channel's latest sequence number (or ``null``).
+    * ``{"op": "unsubscribe", "channel": C}`` stops that.
+    * ``{"op": "request", "id": I, ...}`` is a request: the server runs
+      :attr:`handler` on it once per id and answers
+      ``{"type": "response", "id": I, "result": R}``. A request whose id it has
+      seen before (a client sending it again after a reconnect) is answered with
+      the same result and not run again: requests are deduplicated by id.
+
+    Published messages are ``{"type": "event", "channel": C, "seq": N, "data": D}``,
+    with ``seq`` consecutive from 1 per channel (match them on ``type`` and
+    ``channel``: the ``subscribed`` answer names the channel too). History, sequence numbers and the request log
+    survive :meth:`restart`, as they would in a service backed by a log.
+
+    Args:
+        host: The interface to listen on.
+        port: The port (0: a free one, kept across restarts).
+        history: Messages kept per channel for replay.
+        handler: ``(request) -> result`` (sync or async) for requests; the default
+            answers with the request's ``"params"``.
+        **accept_options: Options of :func:`simple_websocket.serve`.
+
+    Attributes:
+        executed: How many times the handler ran (once per request id).
+        answered: How many responses were sent (repeats included).
+        subscribes: The subscribe messages received, in order.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        history: int = 100_000,
+        handler: Callable[[dict[str, Any]], Any] | None = None,
+        **accept_options: Any,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.history = history
+        self.handler = handler or (lambda request: request.get("params"))
+        self.accept_options = accept_options
+        self.executed = 0
+        self.answered = 0
+        self.subscribes: list[dict[str, Any]] = []
+        self._log: dict[str, list[str]] = {}
+        self._first: dict[str, int] = {}
+        self._subscribers: dict[str, set[asyncio.Queue[str | None]]] = {}
+        self._results: dict[str, Any] = {}
+        self._server: WebSocketServer[Any] | None = None
+        self._changed = asyncio.Event()
+
+    @property
+    def url(self) -> str:
+        """``ws://host:port/``."""
+        return f"ws://{self.host}:{self.port}/"
+
+    def last(self, channel: str) -> int | None:
+        """The latest sequence number published on ``channel``, or ``None``."""
+        log = self._log.get(channel)
+        return self._first[channel] + len(log) - 1 if log else None
+
+    def publish(self, channel: str, data: Any = None) -> int:
+        """Publish ``data`` on ``channel``; returns its sequence number.
+
+        Subscribers get it in order, after anything published before.
+        """
+        log = self._log.setdefault(channel, [])
+        first = self._first.setdefault(channel, 1)
+        seq = first + len(log)
+        message = json.dumps({"type": "event", "channel": channel, "seq": seq, "data": data})
+        log.append(message)
+        if len(log) > self.history:
+            del log[0]
+            self._first[channel] = first + 1
+        for queue in self._subscribers.get(channel, ()):
+            queue.put_nowait(message)
+        return seq
+
+    def _bump(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_until(self, condition: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Wait until ``condition()`` is true; checked on every request and subscription.
+
+        Raises:
+            TimeoutError: ``condition`` did not become true within ``timeout``.
+        """
+        async with asyncio.timeout(timeout):
+            while not condition():
+                await self._changed.wait()
+
+    async def _handle(self, ws: AioServer) -> None:
+        outbox: asyncio.Queue[str | None] = asyncio.Queue()
+        channels: set[str] = set()
+
+        async def write() -> None:
+            while (message := await outbox.get()) is not None:
+                await ws.send(message)
+
+        writer = asyncio.get_running_loop().create_task(write())
+        try:
+            async for raw in ws:
+                try:
+                    message = json.loads(raw)
+                except ValueError:
+                    continue
+                if not isinstance(message, dict):
+                    continue
+                op = message.get("op")
+                if op == "subscribe":
+                    self._subscribe(message, outbox, channels)
+                elif op == "unsubscribe":
+                    channel = str(message.get("channel"))
+                    channels.discard(channel)
+                    self._subscribers.get(channel, set()).discard(outbox)
+                elif op == "request":
+                    outbox.put_nowait(await self._answer(message))
+                self._bump()
+        except ConnectionClosed:
+            pass
+        finally:
+            for channel in channels:
+                self._subscribers.get(channel, set()).discard(outbox)
+            outbox.put_nowait(None)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                await writer
+
+    def _subscribe(
+        self, message: dict[str, Any], outbox: asyncio.Queue[str | None], channels: set[str]
+    ) -> None:
+        channel = str(message.get("channel"))
+        self.subscribes.append(message)
+        since = message.get("since")
+        log = self._log.get(channel, [])
+        first = self._first.get(channel, 1)
+        outbox.put_nowait(
+            json.dumps({"type": "subscribed", "channel": channel, "last": self.last(channel)})
+        )
+        if isinstance(since, int):
+            # Replay what came after ``since``, then go on live: nothing in between
+            # can be published (no await), so nothing is missed or sent twice.
+            for message_text in log[max(0, since + 1 - first) :]:
+                outbox.put_nowait(message_text)
+        channels.add(channel)
+        self._subscribers.setdefault(channel, set()).add(outbox)
+
+    async def _answer(self, request: dict[str, Any]) -> str:
+        key = json.dumps(request.get("id"))
+        if key not in self._results:
+            self.executed += 1
+            result = self.handler(request)
+            if inspect.isawaitable(result):
+                result = await result
+            self._results[key] = result
+        self.answered += 1
+        return json.dumps(
+            {"type": "response", "id": request.get("id"), "result": self._results[key]}
+        )
+
+    async def start(self) -> Self:
+        """Start listening (on the same port as before after a stop)."""
+        if self._server is None:
+            self._server = await serve(self._handle, self.host, self.port, **self.accept_options)
+            self.port = self._server.port
+        return self
+
+    async def stop(self) -> None:
+        """Stop listening and close every connection with 1001 (history is kept)."""
+        if self._server is not None:
+            server, self._server = self._server, None
+            await server.close()
+
+    async def restart(self) -> None:
+        """Stop, then start again on the same port."""
+        await self.stop()
+        await self.start()
 
     async def __aenter__(self) -> Self:
         return await self.start()
