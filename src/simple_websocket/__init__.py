@@ -21,6 +21,7 @@ from .errors import (
     HandshakeError,
     HandshakeRejected,
     OpenTimeout,
+    ProxyError,
     RequestTimeout,
     SimpleWebsocketError,
 )
@@ -80,6 +81,7 @@ __all__ = [  # noqa: RUF022
     "JsonCodec",
     "OpenTimeout",
     "OutboxFull",
+    "ProxyError",
     "PydanticCodec",
     "ReconnectingClient",
     "RequestTimeout",

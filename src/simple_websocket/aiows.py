@@ -29,6 +29,7 @@ from .sansio.handshake import (
 )
 from .sansio.limits import SERVE_MAX_MESSAGE_SIZE, UNSET, Unset
 from .sansio.protocol import CloseCode
+from .sansio.proxy import parse_proxy_url
 
 if TYPE_CHECKING:  # pragma: no cover
     from tenacity import AsyncRetrying
@@ -229,6 +230,8 @@ class AioClient(Connection):
         on_disconnect: Any = None,
         outbox_size: int = 1024,
         outbox_policy: OutboxPolicy = "block",
+        proxy: ProxySource = True,
+        proxy_ssl_context: ssl.SSLContext | None = None,
     ) -> Connect[Self]: ...
 
     @overload
@@ -254,6 +257,8 @@ class AioClient(Connection):
         on_disconnect: Any = None,
         outbox_size: int = 1024,
         outbox_policy: OutboxPolicy = "block",
+        proxy: ProxySource = True,
+        proxy_ssl_context: ssl.SSLContext | None = None,
     ) -> ReconnectingClient: ...
 
     @classmethod
@@ -278,6 +283,8 @@ class AioClient(Connection):
         on_disconnect: Any = None,
         outbox_size: int = 1024,
         outbox_policy: OutboxPolicy = "block",
+        proxy: ProxySource = True,
+        proxy_ssl_context: ssl.SSLContext | None = None,
     ) -> Connect[Self] | ReconnectingClient:
         """Open a WebSocket connection to ``url``.
 
@@ -323,13 +330,27 @@ class AioClient(Connection):
             outbox_size: Reconnecting client: messages kept during an outage.
             outbox_policy: Reconnecting client: ``"block"``, ``"drop_oldest"`` or
                 ``"raise"`` when the outbox is full.
+            proxy: ``True`` (the default) connects through the proxy the
+                environment sets, as ``urllib`` reads it (``https_proxy`` for
+                ``wss://``, ``http_proxy`` for ``ws://``, ``all_proxy``, ``no_proxy``,
+                in lower or upper case); ``None`` connects directly; or a proxy URL:
+                ``http://[user:password@]host:port``, ``https://...`` (TLS to the
+                proxy), ``socks5://``, ``socks5h://`` (the proxy resolves the
+                server's name) or ``socks4://`` (SOCKS needs the ``socks`` extra). A
+                callable (sync or async) returning one of these is evaluated for
+                every connection attempt.
+            proxy_ssl_context: TLS settings for an ``https://`` proxy (default: the
+                system's trusted CAs). ``ssl_context`` applies to the server.
 
         Raises:
             ValueError: ``url`` is a string that is not a valid ``ws://`` or
-                ``wss://`` URL (raised at once, not when awaited).
+                ``wss://`` URL, or ``proxy`` a string that is not a valid proxy URL
+                (raised at once, not when awaited).
+            TypeError: ``proxy`` is not ``True``, ``None``, a string or a callable.
         """
         if isinstance(url, str):
             parse_url(url)
+        _check_proxy(proxy)
         options: dict[str, Any] = {
             "receive_bytes": receive_bytes,
             "ping_interval": ping_interval,
@@ -348,6 +369,8 @@ class AioClient(Connection):
             open_timeout=open_timeout,
             compression=compression,
             retry=retry,
+            proxy=proxy,
+            proxy_ssl_context=proxy_ssl_context,
         )
         if reconnect is None or reconnect is False:
             return connect
@@ -363,14 +386,21 @@ class AioClient(Connection):
             outbox_policy=outbox_policy,
         )
 
-    async def _open(self, open_timeout: float | None, compression: bool) -> None:
-        """Connect and perform the opening handshake.
+    async def _open(
+        self,
+        open_timeout: float | None,
+        compression: bool,
+        proxy: str | bool | None = None,
+        proxy_ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """Connect (through ``proxy``, if any) and perform the opening handshake.
 
         Raises:
             OpenTimeout: Opening took longer than ``open_timeout``.
             HandshakeRejected: The server answered with a status other than 101 (a
                 :class:`~simple_websocket.ConnectionError` with ``status_code``).
             HandshakeError: The server's answer is not a valid handshake.
+            ProxyError: The proxy refused or failed to open the tunnel.
             OSError: The TCP or TLS connection failed.
         """
         self.response_headers = await open_connection(
@@ -381,12 +411,30 @@ class AioClient(Connection):
             ssl_context=self.ssl_context,
             compression=compression,
             open_timeout=open_timeout,
+            proxy=proxy,
+            proxy_ssl_context=proxy_ssl_context,
         )
 
 
 C = TypeVar("C", bound=AioClient)
 URLSource = str | Callable[[], str | Awaitable[str]]
 HeadersSource = HeadersLike | Callable[[], Any]
+ProxySource = str | bool | None | Callable[[], Any]
+
+
+def _check_proxy(proxy: Any) -> None:
+    """Refuse a ``proxy=`` value of the wrong type, or an invalid URL, at once.
+
+    Raises:
+        TypeError: Not ``True``, ``False``, ``None``, a string or a callable.
+        ValueError: A string that is not a valid proxy URL.
+    """
+    if isinstance(proxy, str):
+        parse_proxy_url(proxy)
+    elif proxy is not None and not isinstance(proxy, bool) and not callable(proxy):
+        raise TypeError(
+            f"proxy must be True, None, a URL string or a callable, not {type(proxy).__name__}"
+        )
 
 
 async def _resolve(value: Any) -> Any:
@@ -415,6 +463,8 @@ class Connect(Generic[C]):
         open_timeout: float | None,
         compression: bool,
         retry: Backoff | AsyncRetrying | None,
+        proxy: ProxySource = True,
+        proxy_ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._cls = cls
         self._url = url
@@ -424,20 +474,28 @@ class Connect(Generic[C]):
         self._open_timeout = open_timeout
         self._compression = compression
         self._retry = retry
+        self._proxy = proxy
+        self._proxy_ssl_context = proxy_ssl_context
         self._ws: C | None = None
 
     async def open_once(self) -> C:
-        """Make one connection attempt (URL and headers are evaluated now).
+        """Make one connection attempt (URL, headers and proxy are evaluated now).
 
         Raises:
-            ValueError: The URL is invalid.
-            ConnectionError: The handshake failed, was rejected or timed out.
+            ValueError: The URL or the proxy URL is invalid.
+            TypeError: The ``proxy`` callable returned a value of the wrong type.
+            ConnectionError: The handshake failed, was rejected or timed out, or the
+                proxy refused (:class:`~simple_websocket.errors.ProxyError`).
             OSError: The TCP or TLS connection failed.
         """
         url = await _resolve(self._url)
         headers = await _resolve(self._headers)
+        proxy = await _resolve(self._proxy)
+        if callable(proxy):
+            raise TypeError("the proxy callable must return True, None or a URL string")
+        _check_proxy(proxy)
         ws = self._cls(url, self._subprotocols, headers, **self._options)
-        await ws._open(self._open_timeout, self._compression)
+        await ws._open(self._open_timeout, self._compression, proxy, self._proxy_ssl_context)
         return ws
 
     async def _connect(self) -> C:

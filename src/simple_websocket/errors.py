@@ -7,8 +7,10 @@ The tree::
           ├── ConnectionError(status_code) the connection could not be opened
           │    ├── HandshakeRejected       the server answered with a status other than 101
           │    ├── HandshakeError          the opening handshake was malformed or invalid
-          │    └── OpenTimeout             opening took longer than ``open_timeout``
-          │                                (also a builtin ``TimeoutError``)
+          │    ├── OpenTimeout             opening took longer than ``open_timeout``
+          │    │                           (also a builtin ``TimeoutError``)
+          │    └── ProxyError              the proxy refused or failed to open the tunnel
+          │                                (``status_code`` for HTTP proxies)
           ├── ConnectionClosed(reason, message)
           │                                the connection is closed; ``reason`` is the close
           │                                code, ``message`` the close reason text
@@ -28,7 +30,8 @@ keeps catching a rejected handshake.
 Errors that come from the operating system while opening a connection (connection
 refused, name resolution, TLS certificate verification) are not wrapped: they are
 raised as the usual :class:`OSError` subclasses (``ConnectionRefusedError``,
-``socket.gaierror``, ``ssl.SSLCertVerificationError``), as in 1.1. An invalid URL
+``socket.gaierror``, ``ssl.SSLCertVerificationError``), as in 1.1. When they happen
+on the way to a proxy, a note on the exception names the proxy. An invalid URL
 raises :class:`ValueError`.
 """
 
@@ -45,6 +48,7 @@ __all__ = [
     "HandshakeError",
     "HandshakeRejected",
     "OpenTimeout",
+    "ProxyError",
     "RequestTimeout",
     "SimpleWebsocketError",
 ]
@@ -120,6 +124,51 @@ class OpenTimeout(ConnectionError, TimeoutError):
         super().__init__(None)
         self.timeout = timeout
         self.args = (f"Timed out after {timeout} s while opening the connection",)
+
+
+class ProxyError(ConnectionError):
+    """The proxy refused to open a tunnel to the server, or failed to.
+
+    Raised for an HTTP proxy's answer other than 2xx to ``CONNECT`` (407: the
+    credentials are missing or wrong; 403: the proxy does not allow the server;
+    502, 503, 504: it could not reach the server), for a SOCKS proxy's failure
+    reply, and for a proxy that closed the connection before answering. Network
+    errors on the way to the proxy are raised as :class:`OSError`.
+
+    Attributes:
+        status_code: The HTTP proxy's status code, or ``None`` (SOCKS proxies, and
+            proxies that did not answer).
+        headers: The HTTP proxy's answer headers as ``(name, value)`` pairs (for
+            instance ``Proxy-Authenticate`` with a 407).
+        proxy: The proxy's URL, without credentials.
+        transient: ``True`` when a later attempt may succeed: an HTTP 5xx or 429,
+            a SOCKS proxy that could not reach the server, or a proxy that closed the
+            connection before answering. The reconnecting client retries these and
+            gives up on the others.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        status_code: int | None = None,
+        *,
+        proxy: str | None = None,
+        headers: Sequence[tuple[str, str]] = (),
+        transient: bool = False,
+    ) -> None:
+        super().__init__(status_code)
+        self.proxy = proxy
+        self.headers = list(headers)
+        self.transient = transient
+        self.args = (message,)
+
+    def header(self, name: str) -> str | None:
+        """Return the first answer header called ``name`` (case-insensitive)."""
+        lname = name.lower()
+        for key, value in self.headers:
+            if key.lower() == lname:
+                return value
+        return None
 
 
 class ConnectionClosed(SimpleWebsocketError):

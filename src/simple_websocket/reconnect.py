@@ -47,6 +47,7 @@ from .errors import (
     ConnectionClosed,
     HandshakeError,
     HandshakeRejected,
+    ProxyError,
     SimpleWebsocketError,
 )
 from .sansio.protocol import check_close_code
@@ -109,10 +110,14 @@ def is_retryable(exc: BaseException) -> bool:
     """The default classification of a failed or dropped connection.
 
     Retried: network errors (``OSError``, except TLS certificate errors), timeouts,
-    HTTP 5xx and 429 answers, and closes 1001, 1006, 1011, 1012, 1013, 1014.
-    Not retried: other HTTP answers, invalid handshakes, certificate errors, and
-    every other close code (1000 ends the iteration quietly; see :func:`connections`).
+    HTTP 5xx and 429 answers, closes 1001, 1006, 1011, 1012, 1013, 1014, and proxy
+    failures that are ``transient`` (a proxy's 5xx or 429, a proxy that could not
+    reach the server). Not retried: other HTTP answers, invalid handshakes,
+    certificate errors, proxies that refuse (407, 403, a SOCKS refusal), and every
+    other close code (1000 ends the iteration quietly; see :func:`connections`).
     """
+    if isinstance(exc, ProxyError):
+        return exc.transient
     if isinstance(exc, ConnectionClosed):
         return exc.reason not in FATAL_CLOSE_CODES and exc.reason in RETRYABLE_CLOSE_CODES
     if isinstance(exc, HandshakeRejected):

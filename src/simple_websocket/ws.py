@@ -220,6 +220,8 @@ class Client(Connection):
         ping_timeout: float | None = None,
         compression: bool = True,
         max_queue: int = 16,
+        proxy: str | bool | None = True,
+        proxy_ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         """Connect to ``url``; see :meth:`connect`."""
         self._url = parse_url(url)
@@ -250,6 +252,8 @@ class Client(Connection):
             ssl_context=ssl_context,
             compression=compression,
             open_timeout=open_timeout,
+            proxy=proxy,
+            proxy_ssl_context=proxy_ssl_context,
         )
 
     @classmethod
@@ -271,6 +275,8 @@ class Client(Connection):
         ping_timeout: float | None = None,
         compression: bool = True,
         max_queue: int = 16,
+        proxy: str | bool | None = True,
+        proxy_ssl_context: ssl.SSLContext | None = None,
     ) -> Self:
         """Open a WebSocket connection to ``url``.
 
@@ -301,13 +307,29 @@ class Client(Connection):
             ping_timeout: Seconds to wait for a pong (default: until the next ping).
             compression: Offer permessage-deflate (RFC 7692).
             max_queue: Messages buffered before the reader stops reading.
+            proxy: ``True`` (the default) connects through the proxy the
+                environment sets, as ``urllib`` reads it (``https_proxy`` for
+                ``wss://``, ``http_proxy`` for ``ws://``, ``all_proxy``, ``no_proxy``,
+                in lower or upper case); ``None`` connects directly; or a proxy URL:
+                ``http://[user:password@]host:port``, ``https://...`` (TLS to the
+                proxy), ``socks5://``, ``socks5h://`` or ``socks4://`` (SOCKS needs
+                the ``socks`` extra).
+            proxy_ssl_context: TLS settings for an ``https://`` proxy (default: the
+                system's trusted CAs). ``ssl_context`` applies to the server.
 
         Raises:
-            ValueError: ``url`` is not a valid ``ws://`` or ``wss://`` URL.
-            OpenTimeout: Opening took longer than ``open_timeout``.
+            ValueError: ``url`` is not a valid ``ws://`` or ``wss://`` URL, or
+                ``proxy`` not a valid proxy URL.
+            TypeError: ``proxy`` is not ``True``, ``None`` or a string.
+            OpenTimeout: Opening (the proxy's part included) took longer than
+                ``open_timeout``.
             HandshakeRejected: The server answered with a status other than 101 (a
                 :class:`~simple_websocket.ConnectionError` with ``status_code``).
             HandshakeError: The server's answer is not a valid handshake.
+            ProxyError: The proxy refused or failed to open the tunnel (a
+                :class:`~simple_websocket.ConnectionError`; ``status_code`` is the
+                HTTP proxy's answer).
+            ImportError: A SOCKS proxy was given and python-socks is not installed.
             OSError: The TCP or TLS connection failed (refused, unreachable, name not
                 resolved, certificate not trusted, ...).
         """
@@ -327,6 +349,8 @@ class Client(Connection):
             ping_timeout=ping_timeout,
             compression=compression,
             max_queue=max_queue,
+            proxy=proxy,
+            proxy_ssl_context=proxy_ssl_context,
         )
 
 
