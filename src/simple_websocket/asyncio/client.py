@@ -132,6 +132,12 @@ async def open_connection(
     except BaseException:
         if transport is not None:
             transport.abort()
+        # The transport's end may reach the protocol later (a TLS session started
+        # over a tunnel reports it): nobody waits for the handshake any more.
+        if not done.done():
+            done.cancel()
+        elif not done.cancelled():
+            done.exception()
         raise
     return handshake.response_headers
 
@@ -230,6 +236,8 @@ async def _http_tunnel(
                 response.status_code,
                 proxy=proxy.display,
             )
+        if proxy_context is not None:
+            _repair_force_close(raw)
         tls = await loop.start_tls(raw, protocol, context, server_hostname=url.host)
         assert isinstance(tls, asyncio.Transport)
         protocol.connection_made(tls)
@@ -237,6 +245,22 @@ async def _http_tunnel(
     except BaseException:
         raw.abort()
         raise
+
+
+def _repair_force_close(transport: asyncio.Transport) -> None:
+    """Let a TLS session that fails inside a TLS transport end with its own error.
+
+    In Python 3.11, a failed TLS handshake calls ``_force_close(exc)`` on the
+    transport below it; on a TLS transport that method passes ``exc`` to its
+    protocol's ``_abort()``, which takes no argument, so the handshake's error
+    (say, an untrusted certificate) turns into a ``TypeError``. Where that is the
+    case, this transport's ``_force_close`` aborts it instead.
+    """
+    ssl_protocol = getattr(transport, "_ssl_protocol", None)
+    abort = getattr(type(ssl_protocol), "_abort", None)
+    code = getattr(abort, "__code__", None)
+    if code is not None and code.co_argcount == 1:
+        setattr(transport, "_force_close", lambda exc: transport.abort())  # noqa: B010
 
 
 def _import_socks() -> Callable[..., Any]:
