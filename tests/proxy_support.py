@@ -16,6 +16,7 @@ import os
 import re
 import selectors
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 import trustme
 
@@ -198,3 +200,35 @@ def header_of(request: bytes, name: str) -> str | None:
         if key.strip().lower() == name.lower():
             return value.strip()
     return None
+
+
+# -- shared by the asyncio and sync tests ----------------------------------------------
+
+CREDENTIALS = f"{quote(USER)}:{quote(PASSWORD, safe='')}"
+
+# Every pproxy listener, with the credentials its URL needs.
+KINDS = {
+    "http": None,
+    "http_auth": CREDENTIALS,
+    "https": None,
+    "socks5": None,
+    "socks5h": None,
+    "socks5_auth": CREDENTIALS,
+    "socks4": None,
+}
+
+
+def proxy_url(pproxy: PProxy, kind: str) -> str:
+    if kind == "socks5h":
+        return pproxy.url("socks5").replace("socks5://", "socks5h://")
+    return pproxy.url(kind, credentials=KINDS[kind])
+
+
+def port_of_kind(pproxy: PProxy, kind: str) -> int:
+    return pproxy.ports["socks5" if kind == "socks5h" else kind]
+
+
+def trusting(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ca.configure_trust(context)
+    return context

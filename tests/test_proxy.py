@@ -12,7 +12,6 @@ import ssl
 import sys
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 import trustme
@@ -21,38 +20,20 @@ import simple_websocket
 from simple_websocket import AioClient, OpenTimeout, ProxyError, ReconnectingClient
 from simple_websocket.reconnect import Backoff, is_retryable
 from simple_websocket.testing import Script, ScriptedServer
-from tests.proxy_support import PASSWORD, USER, PProxy, ScriptedProxy, header_of
+from tests.proxy_support import (
+    CREDENTIALS,
+    KINDS,
+    PASSWORD,
+    USER,
+    PProxy,
+    ScriptedProxy,
+    header_of,
+    port_of_kind,
+    proxy_url,
+    trusting,
+)
 
 pytestmark = pytest.mark.timeout(30)
-
-CREDENTIALS = f"{quote(USER)}:{quote(PASSWORD, safe='')}"
-
-# Every pproxy listener, with the credentials its URL needs.
-KINDS = {
-    "http": None,
-    "http_auth": CREDENTIALS,
-    "https": None,
-    "socks5": None,
-    "socks5h": None,
-    "socks5_auth": CREDENTIALS,
-    "socks4": None,
-}
-
-
-def proxy_url(pproxy: PProxy, kind: str) -> str:
-    if kind == "socks5h":
-        return pproxy.url("socks5").replace("socks5://", "socks5h://")
-    return pproxy.url(kind, credentials=KINDS[kind])
-
-
-def port_of_kind(pproxy: PProxy, kind: str) -> int:
-    return pproxy.ports["socks5" if kind == "socks5h" else kind]
-
-
-def trusting(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    ca.configure_trust(context)
-    return context
 
 
 async def echo(ws: Any) -> None:
