@@ -8,6 +8,7 @@ import pytest
 from websockets.asyncio.server import serve as ws_serve
 
 from simple_websocket.testing import Script, ScriptedServer
+from tests.proxy_support import ScriptedProxy
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -121,6 +122,40 @@ async def test_refused_and_rejected_connections_exit_3():
     [["ftp://x/"], ["ws://h/", "-H", "no-colon"], [], ["serve"]],
 )
 async def test_usage_errors_exit_2(args):
+    code, _, err = await cli(*args)
+    assert code == 2
+    assert err
+
+
+async def test_proxy_option(echo_server, pproxy):
+    url, _ = echo_server
+    for proxy in (pproxy.url("http"), pproxy.url("socks5")):
+        code, out, err = await cli(url, "--proxy", proxy, stdin=b"through a proxy\n/ping\n")
+        assert code == 0, err
+        assert "through a proxy" in out
+
+
+async def test_proxy_from_the_environment_and_no_proxy(echo_server, monkeypatch):
+    url, _ = echo_server
+    with ScriptedProxy(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n") as scripted:
+        monkeypatch.setenv("HTTP_PROXY", scripted.url)
+        code, _, err = await cli(url, stdin=b"x\n")
+        assert code == 3
+        assert "407" in err and "needs credentials" in err
+        code, out, err = await cli(url, "--no-proxy", stdin=b"direct\n/ping\n")
+        assert code == 0, err
+        assert "direct" in out
+    assert len(scripted.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["ws://h/", "--proxy", "ftp://p"],
+        ["ws://h/", "--proxy", "http://p:1", "--no-proxy"],
+    ],
+)
+async def test_proxy_usage_errors_exit_2(args):
     code, _, err = await cli(*args)
     assert code == 2
     assert err

@@ -4,6 +4,7 @@ Client::
 
     python -m simple_websocket ws://localhost:8000/ws [--header 'Name: value']
         [--subprotocol NAME] [--json] [--insecure] [--open-timeout S]
+        [--proxy URL | --no-proxy]
 
 Each line typed is sent as a text message; received messages are printed with a
 timestamp. Lines starting with ``/`` are commands: ``/ping`` (round-trip time),
@@ -108,8 +109,9 @@ async def run_client(args: argparse.Namespace, console: _Console, stdin: TextIO)
             headers=args.header or None,
             ssl_context=context,
             open_timeout=args.open_timeout,
+            proxy=None if args.no_proxy else (args.proxy or True),
         )
-    except ValueError as exc:
+    except (ValueError, ImportError) as exc:
         console.error(f"error: {exc}")
         return EXIT_USAGE
     except (ConnectionError, OSError) as exc:
@@ -229,6 +231,16 @@ def _parser() -> argparse.ArgumentParser:
         "-k", "--insecure", action="store_true", help="do not verify TLS certificates"
     )
     parser.add_argument("--open-timeout", type=float, default=10.0, help="seconds (10)")
+    proxy = parser.add_mutually_exclusive_group()
+    proxy.add_argument(
+        "--proxy",
+        metavar="URL",
+        help="connect through this proxy: http://[user:pass@]host:port, https://, socks5://,"
+        " socks5h://, socks4:// (default: the https_proxy/http_proxy/all_proxy variables)",
+    )
+    proxy.add_argument(
+        "--no-proxy", action="store_true", help="connect directly, whatever the environment says"
+    )
     return parser
 
 
