@@ -457,6 +457,9 @@ async def test_async_for_connections_through_a_proxy(pproxy: PProxy) -> None:
             if seen == 3:
                 await ws.close()
                 break
+            # The server closes with 1012 after one message: the next round reconnects.
+            await ws.wait_closed()
+            assert ws.close_reason == 1012
     finally:
         await server.stop()
     assert server.connections == 3
