@@ -101,7 +101,7 @@ class BaseConnection:
         receive_bytes: int = 4096,
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
-        max_message_size: int | None | Unset = UNSET,
+        max_message_size: int | Unset | None = UNSET,
         close_timeout: float = 5.0,
         max_queue: int = 16,
     ) -> None:

@@ -39,7 +39,7 @@ MAX_INFLATED_SIZE: Final = 64 * 1024 * 1024
 SERVE_MAX_MESSAGE_SIZE: Final = 1024 * 1024
 
 
-def message_limits(max_message_size: int | None | Unset) -> tuple[int | None, int | None]:
+def message_limits(max_message_size: int | Unset | None) -> tuple[int | None, int | None]:
     """Return ``(limit on every message, limit on an inflated message)`` in bytes.
 
     ``None`` means no limit.

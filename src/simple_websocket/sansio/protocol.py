@@ -433,8 +433,8 @@ class Protocol:
         for ext in extensions:
             if isinstance(ext, Deflate):
                 # Inflate no more than a message may hold (a zip bomb fails with 1009).
-                ext.max_size = max_message_size if max_message_size is not None else (
-                    max_inflated_size
+                ext.max_size = (
+                    max_message_size if max_message_size is not None else max_inflated_size
                 )
                 self._deflate = ext
         self._clock = clock or (lambda: 0.0)
