@@ -267,8 +267,9 @@ class PubSubServer:
 
     Published messages are ``{"type": "event", "channel": C, "seq": N, "data": D}``,
     with ``seq`` consecutive from 1 per channel (match them on ``type`` and
-    ``channel``: the ``subscribed`` answer names the channel too). History, sequence numbers and the request log
-    survive :meth:`restart`, as they would in a service backed by a log.
+    ``channel``: the ``subscribed`` answer names the channel too). History, sequence
+    numbers and the request log survive :meth:`restart`, as they would in a service
+    backed by a log.
 
     Args:
         host: The interface to listen on.
