@@ -121,8 +121,13 @@ def test_proxy_variables(environ: dict[str, str], url: object, expected: str | N
         ("example.com:8080", "example.com", True),
         ("example.com:9090", "example.com", False),
         ("127.0.0.1", "127.0.0.1", True),
-        # As urllib: localhost is proxied unless no_proxy names it.
-        ("example.com", "localhost", False),
+        # Unlike urllib: loopback destinations are never proxied from the environment.
+        ("example.com", "localhost", True),
+        ("", "localhost", True),
+        ("", "app.localhost", True),
+        ("", "127.0.0.2", True),
+        ("", "::1", True),
+        ("", "localhost.example.com", False),
         ("localhost", "localhost", True),
         ("::1", "::1", True),
         ("[::1]", "::1", True),
@@ -135,7 +140,9 @@ def test_no_proxy(no_proxy: str, host: str, bypassed: bool) -> None:
     assert (proxy_from_environment(url, environ) is None) is bypassed
 
 
-hosts = st.from_regex(r"[a-z][a-z0-9-]{0,8}(\.[a-z][a-z0-9-]{0,8}){0,3}", fullmatch=True)
+hosts = st.from_regex(r"[a-z][a-z0-9-]{0,8}(\.[a-z][a-z0-9-]{0,8}){0,3}", fullmatch=True).filter(
+    lambda host: host != "localhost" and not host.endswith(".localhost")
+)
 
 
 @given(

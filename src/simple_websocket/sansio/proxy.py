@@ -18,6 +18,7 @@ Both engines open a tunnel the same way:
 from __future__ import annotations
 
 import base64
+import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
@@ -198,15 +199,30 @@ def _bypass(no_proxy: str, host: str, port: int) -> bool:
     return False
 
 
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine's loopback interface."""
+    name = host.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def proxy_from_environment(url: WSURL, environ: Mapping[str, str]) -> str | None:
     """The proxy URL the environment sets for ``url``, or ``None``.
 
     ``wss://`` uses ``https_proxy``, ``ws://`` uses ``http_proxy``, either falls back
     to ``all_proxy``; names are matched in either case, the lower-case one winning
     (see :func:`_proxy_variables` for the rest of urllib's rules). ``no_proxy``
-    exempts hosts as urllib does: ``localhost`` and ``127.0.0.1`` are proxied like
-    any other host unless ``no_proxy`` names them.
+    exempts hosts as urllib does. Unlike urllib, and like Go's HTTP client, a
+    loopback destination (``localhost``, ``*.localhost``, ``127.0.0.0/8``, ``::1``)
+    is always reached directly: a proxy cannot reach this machine's loopback
+    interface, so proxying it could only fail.
     """
+    if _is_loopback(url.host):
+        return None
     variables = _proxy_variables(environ)
     no_proxy = variables.get("no")
     if no_proxy and _bypass(no_proxy, url.host, url.port):
