@@ -13,6 +13,12 @@ iteration. When the inbox is empty, no other caller is reading and no request is
 pending, ``receive`` and iteration decode the message they read and return it
 directly, which costs about what ``Model.model_validate_json(await ws.receive())``
 does.
+
+To type checkers a channel is generic over what it receives: ``ws.typed(Tick)`` is a
+``TypedChannel[Tick]``, so ``await channel.receive()`` is a ``Tick | None`` and
+``async for tick in channel`` yields ``Tick``. A receive type that is not a class (an
+``Annotated`` discriminated union, say) gives a ``TypedChannel[Any]``, which can be
+annotated as what it holds: ``channel: TypedChannel[Trade | Quote] = ws.typed(Event)``.
 """
 
 from __future__ import annotations
@@ -24,19 +30,38 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
-from typing import Any, Generic, Literal, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, Self, TypedDict, overload
 
 from pydantic import BaseModel, ValidationError
+from typing_extensions import TypeVar
 
 from .codecs import Codec, PydanticCodec
 from .errors import ConnectionClosed, DecodeError, RequestTimeout
 
-__all__ = ["MessageConnection", "TypedChannel", "typed"]
+if TYPE_CHECKING:  # pragma: no cover
+    from aiostream import Stream
+
+__all__ = ["ChannelOptions", "MessageConnection", "TypedChannel", "typed"]
 
 logger = logging.getLogger("simple_websocket")
 
-R = TypeVar("R")
+#: What a channel receives. Covariant: a ``TypedChannel[Tick]`` is also a
+#: ``TypedChannel[Tick | Quote]``. A bare ``TypedChannel`` is a ``TypedChannel[Any]``.
+R_co = TypeVar("R_co", covariant=True, default=Any)
+T = TypeVar("T")
 InvalidPolicy = Literal["raise", "skip"] | Callable[[DecodeError], Any]
+
+
+class ChannelOptions(TypedDict, total=False):
+    """The keyword options of ``typed()`` besides the receive type (see :func:`typed`)."""
+
+    send: Any
+    codec: Codec[Any] | None
+    on_invalid: InvalidPolicy
+    id_field: str
+    binary: bool
+    max_inbox: int | None
+
 
 _TIMEOUT = object()
 _SKIP = object()
@@ -64,10 +89,11 @@ def _wake(waiter: asyncio.Future[Any], value: Any = None) -> None:
         waiter.set_result(value)
 
 
-class TypedChannel(Generic[R]):
+class TypedChannel(Generic[R_co]):
     """Typed messages over a WebSocket connection.
 
-    Create one with ``ws.typed(receive_type, ...)`` or :func:`typed`.
+    Create one with ``ws.typed(receive_type, ...)`` or :func:`typed`. The type
+    parameter is what :meth:`receive`, iteration and :meth:`request` return.
 
     Attributes:
         ws: The underlying connection.
@@ -89,8 +115,8 @@ class TypedChannel(Generic[R]):
     def __init__(
         self,
         ws: MessageConnection,
-        receive_codec: Codec,
-        send_codec: Codec,
+        receive_codec: Codec[R_co],
+        send_codec: Codec[Any],
         *,
         on_invalid: InvalidPolicy = "raise",
         id_field: str = "id",
@@ -257,7 +283,7 @@ class TypedChannel(Generic[R]):
         self._invalid(error)
         return _SKIP
 
-    async def receive(self, timeout: float | None = None) -> R | None:
+    async def receive(self, timeout: float | None = None) -> R_co | None:
         """Receive the next message as an instance of the channel's type.
 
         Args:
@@ -308,7 +334,7 @@ class TypedChannel(Generic[R]):
     def __aiter__(self) -> Self:
         return self
 
-    async def __anext__(self) -> R:
+    async def __anext__(self) -> R_co:
         """Return the next message; ends quietly when the connection closes normally.
 
         Raises:
@@ -344,7 +370,7 @@ class TypedChannel(Generic[R]):
                     return value  # type: ignore[no-any-return]
             await self._pull(None, iterate=True)
 
-    def stream(self) -> Any:
+    def stream(self) -> Stream[R_co]:
         """Return an ``aiostream`` stream of this channel's messages.
 
         Closing the stream early does not close the connection.
@@ -392,7 +418,7 @@ class TypedChannel(Generic[R]):
             "give the message an id"
         )
 
-    async def request(self, message: Any, *, timeout: float | None = None) -> R:
+    async def request(self, message: Any, *, timeout: float | None = None) -> R_co:
         """Send ``message`` and return the response with the same correlation id.
 
         The id is read from ``message``'s ``id_field``; when it is missing or
@@ -455,12 +481,40 @@ class TypedChannel(Generic[R]):
             await self.ws.close(1011, "Unexpected error")
 
 
+@overload
+def typed(
+    ws: MessageConnection,
+    receive_type: type[T],
+    *,
+    send: Any = None,
+    codec: Codec[Any] | None = None,
+    on_invalid: InvalidPolicy = "raise",
+    id_field: str = "id",
+    binary: bool = False,
+    max_inbox: int | None = None,
+) -> TypedChannel[T]: ...
+
+
+@overload
 def typed(
     ws: MessageConnection,
     receive_type: Any,
     *,
     send: Any = None,
-    codec: Codec | None = None,
+    codec: Codec[Any] | None = None,
+    on_invalid: InvalidPolicy = "raise",
+    id_field: str = "id",
+    binary: bool = False,
+    max_inbox: int | None = None,
+) -> TypedChannel[Any]: ...
+
+
+def typed(
+    ws: MessageConnection,
+    receive_type: Any,
+    *,
+    send: Any = None,
+    codec: Codec[Any] | None = None,
     on_invalid: InvalidPolicy = "raise",
     id_field: str = "id",
     binary: bool = False,
@@ -480,13 +534,22 @@ def typed(
         id_field: The correlation field used by :meth:`TypedChannel.request`.
         binary: Send JSON in binary frames instead of text frames.
         max_inbox: See :class:`TypedChannel`.
+
+    Returns:
+        A ``TypedChannel[X]`` when ``receive_type`` is a class ``X`` (a model, a
+        dataclass, a ``TypedDict``, ``int``, ``list[X]``...); a
+        ``TypedChannel[Any]`` for any other form (an ``Annotated`` union, say),
+        which may be annotated with the type it stands for.
+
+    Raises:
+        ValueError: ``on_invalid`` is not ``"raise"``, ``"skip"`` or a callable.
     """
     if codec is not None:
         return TypedChannel(
             ws, codec, codec, on_invalid=on_invalid, id_field=id_field, max_inbox=max_inbox
         )
-    receive_codec: Codec = PydanticCodec(receive_type, binary=binary)
-    send_codec: Codec = PydanticCodec(Any if send is None else send, binary=binary)
+    receive_codec: Codec[Any] = PydanticCodec(receive_type, binary=binary)
+    send_codec: Codec[Any] = PydanticCodec(Any if send is None else send, binary=binary)
     return TypedChannel(
         ws,
         receive_codec,

@@ -16,23 +16,28 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+from typing import Any, Generic, Protocol, overload, runtime_checkable
 
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
-from typing_extensions import is_typeddict
+from typing_extensions import TypeVar, is_typeddict
 
 from .errors import DecodeError, EncodeError
 
 __all__ = ["Codec", "JsonCodec", "PydanticCodec"]
 
 T = TypeVar("T")
-T_co = TypeVar("T_co", covariant=True)
+#: What a codec decodes to; a bare ``Codec`` is a ``Codec[Any]``.
+T_co = TypeVar("T_co", covariant=True, default=Any)
 
 
 @runtime_checkable
-class Codec(Protocol):
-    """What a codec provides."""
+class Codec(Protocol[T_co]):
+    """What a codec provides.
+
+    ``Codec[T]`` is a codec whose ``decode`` returns a ``T`` (for type checkers;
+    a bare ``Codec`` decodes to ``Any``).
+    """
 
     def encode(self, obj: Any) -> str | bytes:
         """Return the message (``str`` for a text frame, ``bytes`` for binary).
@@ -42,7 +47,7 @@ class Codec(Protocol):
         """
         ...  # pragma: no cover
 
-    def decode(self, data: str | bytes) -> Any:
+    def decode(self, data: str | bytes) -> T_co:
         """Return the object a received message stands for.
 
         Raises:
@@ -100,6 +105,10 @@ class JsonCodec:
 class PydanticCodec(Generic[T]):
     """JSON validated and serialised by pydantic for one type.
 
+    ``PydanticCodec(Tick)`` is a ``PydanticCodec[Tick]`` to type checkers; a type
+    that is not a class (an ``Annotated`` union, for instance) gives a
+    ``PydanticCodec[Any]``.
+
     Args:
         type_: Any type a ``pydantic.TypeAdapter`` accepts.
         binary: Send binary frames (UTF-8 JSON) instead of text frames.
@@ -108,9 +117,31 @@ class PydanticCodec(Generic[T]):
         strict: Validate incoming messages in pydantic's strict mode.
     """
 
+    @overload
+    def __init__(
+        self: PydanticCodec[T],
+        type_: type[T],
+        *,
+        binary: bool = False,
+        by_alias: bool = True,
+        exclude_none: bool = False,
+        strict: bool | None = None,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: PydanticCodec[Any],
+        type_: Any,
+        *,
+        binary: bool = False,
+        by_alias: bool = True,
+        exclude_none: bool = False,
+        strict: bool | None = None,
+    ) -> None: ...
+
     def __init__(
         self,
-        type_: type[T] | Any,
+        type_: Any,
         *,
         binary: bool = False,
         by_alias: bool = True,

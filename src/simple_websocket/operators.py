@@ -24,8 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterable, AsyncIterator
-from typing import Any, Literal, Protocol, TypeVar
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, cast
 
 from aiostream import operator, pipable_operator, streamcontext
 from aiostream.stream import timeout as _timeout
@@ -38,14 +38,19 @@ __all__ = ["IdleTimeout", "batch", "decode", "encode", "idle_timeout", "messages
 logger = logging.getLogger("simple_websocket")
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+P = ParamSpec("P")
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aiostream import Stream
 
 
 class _Sender(Protocol):
     async def send(self, data: Any) -> None: ...  # pragma: no cover
 
 
-class _Closable(Protocol):
-    def __aiter__(self) -> AsyncIterator[Any]: ...  # pragma: no cover
+class _Closable(Protocol[T_co]):
+    def __aiter__(self) -> AsyncIterator[T_co]: ...  # pragma: no cover
 
     async def close(self, reason: int | None = None, message: str | None = None) -> None: ...
 
@@ -62,9 +67,66 @@ class IdleTimeout(SimpleWebsocketError, TimeoutError):
         super().__init__(f"No message within {timeout} s")
 
 
-@operator
-async def messages(connection: _Closable, *, close: bool = False) -> AsyncIterator[Any]:
+class _Messages(Protocol):
+    # What type checkers see of `messages`: aiostream's decorator cannot carry the
+    # item type of a generic function through, so it is spelled out here.
+    def __call__(self, connection: _Closable[T], *, close: bool = False) -> Stream[T]: ...
+
+    def raw(self, connection: _Closable[T], *, close: bool = False) -> AsyncIterator[T]: ...
+
+
+class _SameItems(Protocol[P]):
+    # A pipable operator whose items keep their type (the source's item type).
+    def __call__(
+        self, source: AsyncIterable[T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Stream[T]: ...
+
+    def raw(
+        self, source: AsyncIterable[T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> AsyncIterator[T]: ...
+
+    def pipe(
+        self, *args: P.args, **kwargs: P.kwargs
+    ) -> Callable[[AsyncIterable[T]], Stream[T]]: ...
+
+
+class _ListsOfItems(Protocol[P]):
+    # A pipable operator that groups the source's items into lists.
+    def __call__(
+        self, source: AsyncIterable[T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Stream[list[T]]: ...
+
+    def raw(
+        self, source: AsyncIterable[T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> AsyncIterator[list[T]]: ...
+
+    def pipe(
+        self, *args: P.args, **kwargs: P.kwargs
+    ) -> Callable[[AsyncIterable[T]], Stream[list[T]]]: ...
+
+
+def _source(func: Callable[..., AsyncIterator[Any]]) -> _Messages:
+    return cast("_Messages", operator(func))
+
+
+def _same_items(
+    func: Callable[Concatenate[AsyncIterable[Any], P], AsyncIterator[Any]],
+) -> _SameItems[P]:
+    return cast("_SameItems[P]", pipable_operator(func))
+
+
+def _lists_of_items(
+    func: Callable[Concatenate[AsyncIterable[Any], P], AsyncIterator[list[Any]]],
+) -> _ListsOfItems[P]:
+    return cast("_ListsOfItems[P]", pipable_operator(func))
+
+
+@_source
+async def messages(connection: _Closable[T], *, close: bool = False) -> AsyncIterator[T]:
     """Generate the messages of a connection (or typed channel).
+
+    Its items have the type the connection's iteration yields: ``str | bytes`` for
+    a connection, the channel's type for a typed channel.
 
     The stream ends when the connection closes normally (1000 or 1001, or after
     ``close()`` was called locally) and raises ``ConnectionClosed`` otherwise.
@@ -78,7 +140,7 @@ async def messages(connection: _Closable, *, close: bool = False) -> AsyncIterat
             await connection.close()
 
 
-@pipable_operator
+@_same_items
 async def send_to(source: AsyncIterable[T], connection: _Sender) -> AsyncIterator[T]:
     """Send every item of ``source`` to ``connection``, then pass it on.
 
@@ -95,11 +157,14 @@ async def send_to(source: AsyncIterable[T], connection: _Sender) -> AsyncIterato
 @pipable_operator
 async def decode(
     source: AsyncIterable[str | bytes],
-    codec: Codec,
+    codec: Codec[T],
     *,
     on_invalid: Literal["raise", "skip"] = "raise",
-) -> AsyncIterator[Any]:
+) -> AsyncIterator[T]:
     """Decode every message with ``codec``.
+
+    The items have the codec's type (``PydanticCodec(Reading)`` gives ``Reading``
+    items).
 
     Raises:
         DecodeError: A message failed decoding (with ``on_invalid="raise"``; with
@@ -116,7 +181,7 @@ async def decode(
 
 
 @pipable_operator
-async def encode(source: AsyncIterable[Any], codec: Codec) -> AsyncIterator[str | bytes]:
+async def encode(source: AsyncIterable[Any], codec: Codec[Any]) -> AsyncIterator[str | bytes]:
     """Encode every item with ``codec``.
 
     Raises:
@@ -127,7 +192,7 @@ async def encode(source: AsyncIterable[Any], codec: Codec) -> AsyncIterator[str 
             yield codec.encode(item)
 
 
-@pipable_operator
+@_lists_of_items
 async def batch(
     source: AsyncIterable[T], max_size: int, max_delay: float | None = None
 ) -> AsyncIterator[list[T]]:
@@ -174,7 +239,7 @@ async def batch(
             yield items
 
 
-@pipable_operator
+@_same_items
 async def idle_timeout(source: AsyncIterable[T], seconds: float) -> AsyncIterator[T]:
     """Pass items on; raise :class:`IdleTimeout` if none arrives for ``seconds``.
 

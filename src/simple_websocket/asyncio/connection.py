@@ -33,8 +33,9 @@ import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, TypeVar, overload
 
+from typing_extensions import Unpack
 from wsproto.extensions import Extension
 
 from ..errors import ConnectionClosed
@@ -44,7 +45,7 @@ from ..sansio.protocol import CloseCode, Protocol, State, check_close_code
 if TYPE_CHECKING:  # pragma: no cover
     from aiostream import Stream
 
-    from ..channels import TypedChannel
+    from ..channels import ChannelOptions, TypedChannel
 
 __all__ = ["BaseConnection", "Connection", "Message", "StreamProtocol"]
 
@@ -53,6 +54,7 @@ logger = logging.getLogger("simple_websocket")
 #: A WebSocket message: ``str`` for a text message, ``bytes`` for a binary one.
 Message = str | bytes
 
+_T = TypeVar("_T")
 _TIMEOUT = object()
 _OPEN = State.OPEN
 _CLOSED = State.CLOSED
@@ -247,12 +249,22 @@ class BaseConnection:
     # interface; they are imported on first use so the engine does not depend on
     # pydantic or aiostream being imported.
 
-    def typed(self, receive_type: Any, **options: Any) -> TypedChannel[Any]:
+    @overload
+    def typed(
+        self, receive_type: type[_T], **options: Unpack[ChannelOptions]
+    ) -> TypedChannel[_T]: ...
+
+    @overload
+    def typed(self, receive_type: Any, **options: Unpack[ChannelOptions]) -> TypedChannel[Any]: ...
+
+    def typed(self, receive_type: Any, **options: Unpack[ChannelOptions]) -> TypedChannel[Any]:
         """Return a typed channel over this connection.
 
         ``receive_type`` is any type a pydantic ``TypeAdapter`` accepts; see
         ``simple_websocket.channels.typed`` for ``send``, ``codec``,
-        ``on_invalid``, ``id_field`` and ``binary``.
+        ``on_invalid``, ``id_field``, ``binary`` and ``max_inbox``. To type
+        checkers, a class ``X`` gives a ``TypedChannel[X]`` and any other form a
+        ``TypedChannel[Any]``.
         """
         from ..channels import typed
 

@@ -6,7 +6,7 @@ import asyncio
 import inspect
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
@@ -362,7 +362,7 @@ class WebSocketServer(Generic[C]):
                 )
         return self
 
-    def __await__(self) -> Any:
+    def __await__(self) -> Generator[Any, None, Self]:
         return self.start().__await__()
 
     @property
