@@ -3,6 +3,13 @@
 ``AioClient.connect(url, ...)`` and ``AioServer.accept(aiohttp=... | asgi=... |
 sock=..., headers=...)`` keep their 1.1 signatures and defaults; keyword-only options
 after them are new. :func:`serve` runs a standalone server with no framework.
+
+One default depends on how a client is used: a connection that is reconnected
+(``reconnect=``, or ``async for ws in AioClient.connect(url)``) sends keepalive
+pings unless told otherwise (:data:`RECONNECT_PING_INTERVAL`,
+:data:`RECONNECT_PING_TIMEOUT`), so that a peer that vanished without closing TCP
+is noticed and replaced; a plain ``await AioClient.connect(url)`` keeps 1.1's
+``ping_interval=None``.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, Self, TypeVar, cast, overload
 
 from .asyncio.client import open_connection
 from .asyncio.connection import BaseConnection, Connection
@@ -34,12 +41,29 @@ from .sansio.proxy import parse_proxy_url
 if TYPE_CHECKING:  # pragma: no cover
     from tenacity import AsyncRetrying
 
-    from .reconnect import Backoff, OutboxPolicy, ReconnectingClient
+    from .errors import Disconnected
+    from .reconnect import Backoff, ConnectHook, OutboxPolicy, ReconnectingClient
 
-__all__ = ["AioBase", "AioClient", "AioServer", "serve"]
+__all__ = [
+    "RECONNECT_PING_INTERVAL",
+    "RECONNECT_PING_TIMEOUT",
+    "AioBase",
+    "AioClient",
+    "AioServer",
+    "serve",
+]
 
 #: The base class of the asyncio client and server connections.
 AioBase = Connection
+
+RECONNECT_PING_INTERVAL: Final = 20.0
+"""Seconds between keepalive pings of a reconnected client, unless ``ping_interval`` is given."""
+
+RECONNECT_PING_TIMEOUT: Final = 20.0
+"""Seconds a reconnected client's ping waits for its pong, unless ``ping_timeout`` is given."""
+
+#: The ``(scope, receive, send)`` of an ASGI application call.
+ASGITriple = tuple[Any, Any, Any]
 
 
 class AioServer(ServerConnection):
@@ -69,11 +93,52 @@ class AioServer(ServerConnection):
         self._source = request
         self.headers: Any = {}
 
+    @overload
+    @classmethod
+    async def accept(
+        cls,
+        aiohttp: None = None,
+        *,
+        asgi: ASGITriple,
+        sock: None = None,
+        headers: HeadersLike = None,
+        subprotocols: str | Sequence[str] | None = None,
+        receive_bytes: int = 4096,
+        ping_interval: float | None = None,
+        max_message_size: int | Unset | None = UNSET,
+        ping_timeout: float | None = None,
+        close_timeout: float = 5.0,
+        max_queue: int = 16,
+        compression: bool = True,
+        path: str = "/",
+    ) -> ASGIConnection: ...
+
+    @overload
+    @classmethod
+    async def accept(
+        cls,
+        aiohttp: None,
+        asgi: ASGITriple,
+        sock: None = None,
+        headers: HeadersLike = None,
+        subprotocols: str | Sequence[str] | None = None,
+        receive_bytes: int = 4096,
+        ping_interval: float | None = None,
+        max_message_size: int | Unset | None = UNSET,
+        *,
+        ping_timeout: float | None = None,
+        close_timeout: float = 5.0,
+        max_queue: int = 16,
+        compression: bool = True,
+        path: str = "/",
+    ) -> ASGIConnection: ...
+
+    @overload
     @classmethod
     async def accept(
         cls,
         aiohttp: Any = None,
-        asgi: tuple[Any, Any, Any] | None = None,
+        asgi: None = None,
         sock: socket.socket | None = None,
         headers: HeadersLike = None,
         subprotocols: str | Sequence[str] | None = None,
@@ -86,7 +151,26 @@ class AioServer(ServerConnection):
         max_queue: int = 16,
         compression: bool = True,
         path: str = "/",
-    ) -> Any:
+    ) -> Self: ...
+
+    @classmethod
+    async def accept(
+        cls,
+        aiohttp: Any = None,
+        asgi: ASGITriple | None = None,
+        sock: socket.socket | None = None,
+        headers: HeadersLike = None,
+        subprotocols: str | Sequence[str] | None = None,
+        receive_bytes: int = 4096,
+        ping_interval: float | None = None,
+        max_message_size: int | Unset | None = UNSET,
+        *,
+        ping_timeout: float | None = None,
+        close_timeout: float = 5.0,
+        max_queue: int = 16,
+        compression: bool = True,
+        path: str = "/",
+    ) -> Self | ASGIConnection:
         """Accept a WebSocket connection from a client.
 
         Exactly one source is given:
@@ -118,7 +202,8 @@ class AioServer(ServerConnection):
             path: The request target, for ``sock``.
 
         Returns:
-            The connected server connection.
+            The connected server connection: an instance of this class, or an
+            :class:`~simple_websocket.integrations.asgi.ASGIConnection` for ``asgi``.
 
         Raises:
             ValueError: Not exactly one of ``aiohttp``, ``asgi``, ``sock`` was given.
@@ -215,19 +300,19 @@ class AioClient(Connection):
         subprotocols: str | Sequence[str] | None = None,
         headers: HeadersSource = None,
         receive_bytes: int = 4096,
-        ping_interval: float | None = None,
+        ping_interval: float | Unset | None = UNSET,
         max_message_size: int | Unset | None = UNSET,
         ssl_context: ssl.SSLContext | None = None,
         *,
         open_timeout: float | None = 10.0,
         close_timeout: float = 5.0,
-        ping_timeout: float | None = None,
+        ping_timeout: float | Unset | None = UNSET,
         compression: bool = True,
         max_queue: int = 16,
         retry: Backoff | AsyncRetrying | None = None,
         reconnect: Literal[False] | None = None,
-        on_connect: Any = None,
-        on_disconnect: Any = None,
+        on_connect: Callable[[Self], object] | None = None,
+        on_disconnect: Callable[[Disconnected], object] | None = None,
         outbox_size: int = 1024,
         outbox_policy: OutboxPolicy = "block",
         proxy: ProxySource = True,
@@ -242,24 +327,53 @@ class AioClient(Connection):
         subprotocols: str | Sequence[str] | None = None,
         headers: HeadersSource = None,
         receive_bytes: int = 4096,
-        ping_interval: float | None = None,
+        ping_interval: float | Unset | None = UNSET,
         max_message_size: int | Unset | None = UNSET,
         ssl_context: ssl.SSLContext | None = None,
         *,
         open_timeout: float | None = 10.0,
         close_timeout: float = 5.0,
-        ping_timeout: float | None = None,
+        ping_timeout: float | Unset | None = UNSET,
         compression: bool = True,
         max_queue: int = 16,
         retry: Backoff | AsyncRetrying | None = None,
         reconnect: Literal[True] | Backoff | AsyncRetrying,
-        on_connect: Any = None,
-        on_disconnect: Any = None,
+        on_connect: Callable[[Self], object] | None = None,
+        on_disconnect: Callable[[Disconnected], object] | None = None,
         outbox_size: int = 1024,
         outbox_policy: OutboxPolicy = "block",
+        idle_timeout: float | None = None,
         proxy: ProxySource = True,
         proxy_ssl_context: ssl.SSLContext | None = None,
     ) -> ReconnectingClient: ...
+
+    @overload
+    @classmethod
+    def connect(
+        cls,
+        url: URLSource,
+        subprotocols: str | Sequence[str] | None = None,
+        headers: HeadersSource = None,
+        receive_bytes: int = 4096,
+        ping_interval: float | Unset | None = UNSET,
+        max_message_size: int | Unset | None = UNSET,
+        ssl_context: ssl.SSLContext | None = None,
+        *,
+        open_timeout: float | None = 10.0,
+        close_timeout: float = 5.0,
+        ping_timeout: float | Unset | None = UNSET,
+        compression: bool = True,
+        max_queue: int = 16,
+        retry: Backoff | AsyncRetrying | None = None,
+        reconnect: bool | Backoff | AsyncRetrying | None,
+        on_connect: Callable[[Self], object] | None = None,
+        on_disconnect: Callable[[Disconnected], object] | None = None,
+        outbox_size: int = 1024,
+        outbox_policy: OutboxPolicy = "block",
+        idle_timeout: float | None = None,
+        proxy: ProxySource = True,
+        proxy_ssl_context: ssl.SSLContext | None = None,
+    ) -> Connect[Self] | ReconnectingClient: ...
 
     @classmethod
     def connect(
@@ -268,21 +382,22 @@ class AioClient(Connection):
         subprotocols: str | Sequence[str] | None = None,
         headers: HeadersSource = None,
         receive_bytes: int = 4096,
-        ping_interval: float | None = None,
+        ping_interval: float | Unset | None = UNSET,
         max_message_size: int | Unset | None = UNSET,
         ssl_context: ssl.SSLContext | None = None,
         *,
         open_timeout: float | None = 10.0,
         close_timeout: float = 5.0,
-        ping_timeout: float | None = None,
+        ping_timeout: float | Unset | None = UNSET,
         compression: bool = True,
         max_queue: int = 16,
         retry: Backoff | AsyncRetrying | None = None,
         reconnect: bool | Backoff | AsyncRetrying | None = None,
-        on_connect: Any = None,
-        on_disconnect: Any = None,
+        on_connect: Callable[[Self], object] | None = None,
+        on_disconnect: Callable[[Disconnected], object] | None = None,
         outbox_size: int = 1024,
         outbox_policy: OutboxPolicy = "block",
+        idle_timeout: float | None = None,
         proxy: ProxySource = True,
         proxy_ssl_context: ssl.SSLContext | None = None,
     ) -> Connect[Self] | ReconnectingClient:
@@ -298,6 +413,14 @@ class AioClient(Connection):
         is returned instead: one object with the connection interface that
         reconnects by itself and keeps messages sent during an outage.
 
+        Keepalive depends on that choice when ``ping_interval`` and ``ping_timeout``
+        are not given: the connections of ``async for`` and of a reconnecting
+        client ping every :data:`RECONNECT_PING_INTERVAL` (20) seconds and fail
+        (close code 1011, then a reconnect) when a pong takes longer than
+        :data:`RECONNECT_PING_TIMEOUT` (20) seconds; ``await`` and ``async with``
+        keep 1.1's default, no pings. ``ping_interval=None`` turns pings off in
+        every case.
+
         Args:
             url: A ``ws://`` or ``wss://`` URL, or a callable (sync or async)
                 returning one, evaluated for every connection attempt.
@@ -306,7 +429,8 @@ class AioClient(Connection):
                 or a callable (sync or async) returning them per attempt (for
                 instance to refresh a token).
             receive_bytes: Kept from 1.1; the engine reads what the transport delivers.
-            ping_interval: Seconds between keepalive pings, or ``None``.
+            ping_interval: Seconds between keepalive pings, or ``None`` for none.
+                Not given: ``None``, or 20 for reconnected connections (see above).
             max_message_size: Largest accepted message in bytes (larger ones close the
                 connection with 1009), or ``None`` for no limit. Not given: no limit on
                 uncompressed messages, as in 1.1, and 64 MiB on what a compressed
@@ -315,7 +439,8 @@ class AioClient(Connection):
                 verified against the system's trusted CAs.
             open_timeout: Seconds allowed for TCP, TLS and the handshake together.
             close_timeout: Seconds ``close()`` waits for the closing handshake.
-            ping_timeout: Seconds to wait for a pong (default: until the next ping).
+            ping_timeout: Seconds to wait for a pong; ``None`` waits until the next
+                ping is due. Not given: ``None``, or 20 for reconnected connections.
             compression: Offer permessage-deflate (RFC 7692).
             max_queue: Messages buffered before reading pauses.
             retry: The retry policy of ``await`` (retries opening), ``async with``
@@ -326,10 +451,16 @@ class AioClient(Connection):
                 reconnecting client with that policy.
             on_connect: Reconnecting client: ``(ws)`` hook run after every
                 (re)connect before queued messages are sent (sync or async).
-            on_disconnect: Reconnecting client: ``(exc)`` hook run after every drop.
+            on_disconnect: Reconnecting client: ``(exc)`` hook run after every drop,
+                with a :class:`~simple_websocket.errors.Disconnected` (a
+                ``ConnectionClosed`` whose ``cause`` says why).
             outbox_size: Reconnecting client: messages kept during an outage.
             outbox_policy: Reconnecting client: ``"block"``, ``"drop_oldest"`` or
                 ``"raise"`` when the outbox is full.
+            idle_timeout: Reconnecting client: seconds without any message after
+                which a connection is taken as dead, failed with 1011 and replaced
+                (``None``: never). See
+                :class:`~simple_websocket.reconnect.ReconnectingClient`.
             proxy: ``True`` (the default) connects through the proxy the
                 environment sets, as ``urllib`` reads it (``https_proxy`` for
                 ``wss://``, ``http_proxy`` for ``ws://``, ``all_proxy``, ``no_proxy``,
@@ -344,35 +475,49 @@ class AioClient(Connection):
 
         Raises:
             ValueError: ``url`` is a string that is not a valid ``ws://`` or
-                ``wss://`` URL, or ``proxy`` a string that is not a valid proxy URL
-                (raised at once, not when awaited).
+                ``wss://`` URL, ``proxy`` a string that is not a valid proxy URL,
+                or ``idle_timeout`` is given without ``reconnect`` or is not
+                positive (raised at once, not when awaited).
             TypeError: ``proxy`` is not ``True``, ``None``, a string or a callable.
         """
         if isinstance(url, str):
             parse_url(url)
         _check_proxy(proxy)
+        reconnecting = reconnect is not None and reconnect is not False
+        if idle_timeout is not None and not reconnecting:
+            raise ValueError(
+                "idle_timeout needs a reconnecting client (reconnect=True or a policy); "
+                "with a plain connection, use receive(timeout=...)"
+            )
         options: dict[str, Any] = {
             "receive_bytes": receive_bytes,
-            "ping_interval": ping_interval,
+            "ping_interval": None if ping_interval is UNSET else ping_interval,
             "max_message_size": max_message_size,
             "ssl_context": ssl_context,
             "close_timeout": close_timeout,
-            "ping_timeout": ping_timeout,
+            "ping_timeout": None if ping_timeout is UNSET else ping_timeout,
             "max_queue": max_queue,
+        }
+        # What the connections of `async for` and of a reconnecting client use.
+        reconnected = {
+            **options,
+            "ping_interval": RECONNECT_PING_INTERVAL if ping_interval is UNSET else ping_interval,
+            "ping_timeout": RECONNECT_PING_TIMEOUT if ping_timeout is UNSET else ping_timeout,
         }
         connect = Connect(
             cls,
             url,
             subprotocols,
             headers,
-            options,
+            reconnected if reconnecting else options,
             open_timeout=open_timeout,
             compression=compression,
             retry=retry,
+            iter_options=reconnected,
             proxy=proxy,
             proxy_ssl_context=proxy_ssl_context,
         )
-        if reconnect is None or reconnect is False:
+        if not reconnecting:
             return connect
         # The reconnecting client is an extension over this API: imported on use.
         from .reconnect import ReconnectingClient
@@ -380,10 +525,12 @@ class AioClient(Connection):
         return ReconnectingClient(
             connect.open_once,
             retry if reconnect is True else reconnect,
-            on_connect=on_connect,
+            # The hook gets connections of this class: Self, not just AioClient.
+            on_connect=cast("ConnectHook | None", on_connect),
             on_disconnect=on_disconnect,
             outbox_size=outbox_size,
             outbox_policy=outbox_policy,
+            idle_timeout=idle_timeout,
         )
 
     async def _open(
@@ -450,6 +597,8 @@ class Connect(Generic[C]):
 
     ``await`` it for a connection, use it with ``async with``, or iterate over it
     with ``async for`` for a new connection after each failure or abnormal drop.
+    ``options`` are the connection options of ``await`` and ``async with``;
+    ``iter_options`` (by default the same) those of ``async for``.
     """
 
     def __init__(
@@ -463,6 +612,7 @@ class Connect(Generic[C]):
         open_timeout: float | None,
         compression: bool,
         retry: Backoff | AsyncRetrying | None,
+        iter_options: dict[str, Any] | None = None,
         proxy: ProxySource = True,
         proxy_ssl_context: ssl.SSLContext | None = None,
     ) -> None:
@@ -471,6 +621,7 @@ class Connect(Generic[C]):
         self._subprotocols = subprotocols
         self._headers = headers
         self._options = options
+        self._iter_options = options if iter_options is None else iter_options
         self._open_timeout = open_timeout
         self._compression = compression
         self._retry = retry
@@ -488,15 +639,21 @@ class Connect(Generic[C]):
                 proxy refused (:class:`~simple_websocket.errors.ProxyError`).
             OSError: The TCP or TLS connection failed.
         """
+        return await self._open_with(self._options)
+
+    async def _open_with(self, options: dict[str, Any]) -> C:
         url = await _resolve(self._url)
         headers = await _resolve(self._headers)
         proxy = await _resolve(self._proxy)
         if callable(proxy):
             raise TypeError("the proxy callable must return True, None or a URL string")
         _check_proxy(proxy)
-        ws = self._cls(url, self._subprotocols, headers, **self._options)
+        ws = self._cls(url, self._subprotocols, headers, **options)
         await ws._open(self._open_timeout, self._compression, proxy, self._proxy_ssl_context)
         return ws
+
+    async def _open_iterated(self) -> C:
+        return await self._open_with(self._iter_options)
 
     async def _connect(self) -> C:
         if self._retry is None:
@@ -528,11 +685,47 @@ class Connect(Generic[C]):
         from .reconnect import as_retrying, connections
 
         retrying, healthy_after = as_retrying(self._retry)
-        return connections(self.open_once, retrying, healthy_after=healthy_after)
+        return connections(self._open_iterated, retrying, healthy_after=healthy_after)
+
+
+S = TypeVar("S", bound=AioServer)
+
+
+@overload
+def serve(
+    handler: Callable[[AioServer], Awaitable[object]],
+    host: str | None = "127.0.0.1",
+    port: int = 0,
+    *,
+    open_timeout: float | None = 10.0,
+    sock: socket.socket | None = None,
+    ssl: ssl.SSLContext | None = None,
+    process_request: ProcessRequest | None = None,
+    backlog: int = 100,
+    max_message_size: int | None = SERVE_MAX_MESSAGE_SIZE,
+    **accept_options: Any,
+) -> WebSocketServer[AioServer]: ...
+
+
+@overload
+def serve(
+    handler: Callable[[S], Awaitable[object]],
+    host: str | None = "127.0.0.1",
+    port: int = 0,
+    *,
+    server_class: type[S],
+    open_timeout: float | None = 10.0,
+    sock: socket.socket | None = None,
+    ssl: ssl.SSLContext | None = None,
+    process_request: ProcessRequest | None = None,
+    backlog: int = 100,
+    max_message_size: int | None = SERVE_MAX_MESSAGE_SIZE,
+    **accept_options: Any,
+) -> WebSocketServer[S]: ...
 
 
 def serve(
-    handler: Any,
+    handler: Callable[[Any], Awaitable[object]],
     host: str | None = "127.0.0.1",
     port: int = 0,
     *,

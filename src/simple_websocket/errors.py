@@ -12,8 +12,11 @@ The tree::
           │    └── ProxyError              the proxy refused or failed to open the tunnel
           │                                (``status_code`` for HTTP proxies)
           ├── ConnectionClosed(reason, message)
-          │                                the connection is closed; ``reason`` is the close
-          │                                code, ``message`` the close reason text
+          │    │                           the connection is closed; ``reason`` is the close
+          │    │                           code, ``message`` the close reason text
+          │    └── Disconnected(reason, message, cause)
+          │                                a reconnecting client's connection ended, and why
+          │                                (what ``on_disconnect`` receives)
           ├── DecodeError(data, error)     a received message is not valid for its codec
           │                                (also a ``ValueError``); the connection stays open
           ├── EncodeError                  an object cannot be encoded by a codec
@@ -38,11 +41,14 @@ raises :class:`ValueError`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 __all__ = [
     "ConnectionClosed",
     "ConnectionError",
     "DecodeError",
+    "DisconnectCause",
+    "Disconnected",
     "EncodeError",
     "GapError",
     "HandshakeError",
@@ -184,6 +190,47 @@ class ConnectionClosed(SimpleWebsocketError):
         self.reason = reason
         self.message = message
         super().__init__(f"Connection closed: {reason} {message or ''}")
+
+
+#: Why a reconnecting client's connection ended; see :class:`Disconnected`.
+DisconnectCause = Literal["ping_timeout", "idle_timeout", "closed", "network_error"]
+
+
+class Disconnected(ConnectionClosed):
+    """A reconnecting client's connection ended; ``cause`` says why.
+
+    This is what ``on_disconnect`` receives. It is a :class:`ConnectionClosed`, so
+    hooks that read ``reason`` and ``message`` keep working.
+
+    Attributes:
+        reason: The close code.
+        message: The close reason text, or ``None``.
+        cause: One of:
+
+            * ``"ping_timeout"``: a keepalive ping went unanswered for
+              ``ping_timeout`` seconds (the peer vanished, or stopped reading); this
+              side failed the connection with 1011 ``keepalive ping timeout``.
+            * ``"idle_timeout"``: no message arrived for ``idle_timeout`` seconds
+              while the application waited for one; this side failed the connection
+              with 1011 ``idle timeout``.
+            * ``"closed"``: a closing handshake ended the connection: the peer
+              closed it with ``reason`` (1001 for a server going away, ...), or this
+              side failed it because the peer broke the protocol (1002, 1007,
+              1009).
+            * ``"network_error"``: TCP ended without a close frame (reset, EOF, an
+              error of the operating system): ``reason`` is 1006.
+    """
+
+    def __init__(
+        self,
+        reason: int = NO_STATUS_RCVD,
+        message: str | None = None,
+        cause: DisconnectCause = "closed",
+    ) -> None:
+        super().__init__(reason, message)
+        self.cause: DisconnectCause = cause
+        text = f"{reason} {message}" if message else str(reason)
+        self.args = (f"Connection closed: {text} ({cause})",)
 
 
 class DecodeError(SimpleWebsocketError, ValueError):

@@ -17,6 +17,15 @@ are honoured), or a :class:`Backoff`, which builds one. The retry count restarts
 after a connection stayed open for ``healthy_after`` seconds, so a server that
 accepts and closes at once is retried on the backoff schedule, never in a loop.
 
+Liveness: connections opened here ping by default (``ping_interval=20``,
+``ping_timeout=20``; see :func:`simple_websocket.aiows.AioClient.connect`), so a
+peer that vanished without closing TCP is noticed, and ``idle_timeout`` takes a
+connection on which no message arrived for that long as dead. ``on_disconnect``
+receives a :class:`~simple_websocket.errors.Disconnected` that says why a
+connection ended. Neither needs a task: each connection has at most two timer
+handles (the engine's keepalive and the idle check), and nothing is done per
+message but counting it.
+
 What can be lost: a message is lost only if ``send()`` had already written it to a
 socket that then died (the bytes were in the kernel's or the transport's buffer, or
 in flight, when the connection broke; WebSocket has no acknowledgements to find
@@ -34,26 +43,38 @@ import random
 import ssl
 import sys
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, Protocol, Self
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypeVar, overload
 
 from tenacity import AsyncRetrying, DoAttempt, DoSleep, RetryCallState, retry_if_exception
 from tenacity.stop import stop_after_attempt, stop_after_delay, stop_never
 from tenacity.wait import wait_base
+from typing_extensions import Unpack
 
 from .errors import (
     ConnectionClosed,
+    DisconnectCause,
+    Disconnected,
     HandshakeError,
     HandshakeRejected,
     ProxyError,
     SimpleWebsocketError,
 )
-from .sansio.protocol import check_close_code
+from .sansio.protocol import CloseCode, check_close_code
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aiostream import Stream
+
+    from .aiows import AioClient
+    from .asyncio.connection import Message
+    from .channels import ChannelOptions, TypedChannel
 
 __all__ = [
     "FATAL_CLOSE_CODES",
+    "IDLE_TIMEOUT_REASON",
+    "PING_TIMEOUT_REASON",
     "RETRYABLE_CLOSE_CODES",
     "Backoff",
     "OutboxFull",
@@ -70,6 +91,14 @@ RETRYABLE_CLOSE_CODES = frozenset({1001, 1006, 1011, 1012, 1013, 1014})
 
 FATAL_CLOSE_CODES = frozenset({1002, 1003, 1007, 1008, 1009, 1010})
 """Close codes after which a client gives up by default (as on any code not retryable)."""
+
+PING_TIMEOUT_REASON = "keepalive ping timeout"
+"""The close reason of a connection failed because a ping went unanswered (code 1011)."""
+
+IDLE_TIMEOUT_REASON = "idle timeout"
+"""The close reason of a connection failed by ``idle_timeout`` (code 1011)."""
+
+T = TypeVar("T")
 
 
 class OutboxFull(SimpleWebsocketError):
@@ -91,6 +120,9 @@ class _Conn(Protocol):
     async def close(self, reason: int | None = None, message: str | None = None) -> None: ...
 
     async def wait_closed(self) -> None: ...  # pragma: no cover
+
+
+C = TypeVar("C", bound=_Conn)
 
 
 def retry_after(exc: BaseException) -> float | None:
@@ -252,12 +284,12 @@ def as_retrying(policy: RetryPolicy | bool | None) -> tuple[AsyncRetrying, float
 
 
 async def connections(
-    open_connection: Callable[[], Awaitable[Any]],
+    open_connection: Callable[[], Awaitable[C]],
     retrying: AsyncRetrying,
     *,
     healthy_after: float = 10.0,
     clock: Callable[[], float] | None = None,
-) -> AsyncGenerator[Any, None]:
+) -> AsyncGenerator[C, None]:
     """Yield connections, reconnecting after failures as ``retrying`` says.
 
     A new connection is opened when the consumer asks for the next one; by then the
@@ -316,14 +348,33 @@ async def connections(
 
 
 OutboxPolicy = Literal["block", "drop_oldest", "raise"]
-Hook = Callable[..., Awaitable[None] | None]
+#: ``on_connect(ws)``: sync, or async (its awaitable is awaited).
+ConnectHook = Callable[["AioClient"], object]
+#: ``on_disconnect(exc)``: sync, or async (its awaitable is awaited).
+DisconnectHook = Callable[[Disconnected], object]
 
 
-async def _call(hook: Hook | None, *args: Any) -> None:
+async def _call(hook: Callable[[Any], object] | None, arg: Any) -> None:
     if hook is not None:
-        result = hook(*args)
+        result = hook(arg)
         if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
             await result
+
+
+def disconnect_cause(ws: _Conn, *, idle: bool = False) -> DisconnectCause:
+    """Tell why a connection that is closed ended (see :class:`Disconnected`).
+
+    Args:
+        ws: The closed connection.
+        idle: The connection was failed by the idle check.
+    """
+    if idle:
+        return "idle_timeout"
+    if ws.close_reason == CloseCode.INTERNAL_ERROR and ws.close_message == PING_TIMEOUT_REASON:
+        return "ping_timeout"
+    if ws.close_reason == CloseCode.ABNORMAL_CLOSURE:
+        return "network_error"
+    return "closed"
 
 
 class ReconnectingClient:
@@ -332,28 +383,63 @@ class ReconnectingClient:
     Created by ``AioClient.connect(url, reconnect=...)``. ``await`` it (or enter it
     with ``async with``) to wait for the first connection.
 
+    Its connections ping by default (see ``AioClient.connect``). With
+    ``idle_timeout``, a connection on which no message arrived for that long while
+    the application was waiting for one is taken as dead: it is failed with close
+    code 1011 (reason ``"idle timeout"``, a close frame is sent and TCP closed at
+    once, without waiting for the peer) and the client reconnects. The check runs
+    on a timer every ``idle_timeout`` seconds and only compares a message count, so
+    a connection is failed between ``idle_timeout`` and twice that after its last
+    message, never sooner. While no ``receive()`` waits (the application is busy
+    with earlier messages), a connection is not taken as idle.
+
+    Args:
+        open_connection: Opens one connection (``AioClient.connect`` passes its
+            own).
+        retry: The reconnect policy: ``True`` or ``None`` for ``Backoff()``, a
+            :class:`Backoff` or a ``tenacity.AsyncRetrying``.
+        on_connect: ``(ws)``, sync or async: run on every new connection before
+            the outbox is sent.
+        on_disconnect: ``(exc)``, sync or async: run after every drop with a
+            :class:`~simple_websocket.errors.Disconnected` that says why.
+        outbox_size: Messages kept during an outage.
+        outbox_policy: ``"block"``, ``"drop_oldest"`` or ``"raise"`` when the outbox
+            is full.
+        idle_timeout: Seconds without a message after which a connection is taken
+            as dead, or ``None``.
+
     Attributes:
         state: ``"connecting"``, ``"open"``, ``"reconnecting"`` or ``"closed"``.
         attempts: Connection attempts made so far.
         reconnects: Successful connections after the first one.
         dropped: Messages discarded by the ``drop_oldest`` outbox policy.
         connection: The current underlying connection, or ``None``.
+        idle_timeout: See above.
+
+    Raises:
+        ValueError: An unknown ``outbox_policy``, ``outbox_size`` below 1, or an
+            ``idle_timeout`` that is not positive.
     """
 
     def __init__(
         self,
-        open_connection: Callable[[], Awaitable[Any]],
+        open_connection: Callable[[], Awaitable[AioClient]],
         retry: RetryPolicy | bool | None = None,
         *,
-        on_connect: Hook | None = None,
-        on_disconnect: Hook | None = None,
+        on_connect: ConnectHook | None = None,
+        on_disconnect: DisconnectHook | None = None,
         outbox_size: int = 1024,
         outbox_policy: OutboxPolicy = "block",
+        idle_timeout: float | None = None,
     ) -> None:
         if outbox_policy not in ("block", "drop_oldest", "raise"):
             raise ValueError(f"unknown outbox policy {outbox_policy!r}")
         if outbox_size < 1:
             raise ValueError("outbox_size must be at least 1")
+        if idle_timeout is not None and not idle_timeout > 0:
+            raise ValueError(
+                f"idle_timeout must be a positive number of seconds, not {idle_timeout!r}"
+            )
         self._open = open_connection
         self._retrying, self.healthy_after = as_retrying(retry)
         self.on_connect = on_connect
@@ -364,11 +450,20 @@ class ReconnectingClient:
         self.attempts = 0
         self.reconnects = 0
         self.dropped = 0
-        self.connection: Any = None
+        self.connection: AioClient | None = None
+        self.idle_timeout = idle_timeout
+        # The idle check: messages handed out so far, the count at the last check,
+        # receive() calls waiting on the connection, and the timer.
+        self._received = 0
+        self._idle_seen = 0
+        self._readers = 0
+        self._idle_handle: asyncio.Handle | None = None
+        # The connection the idle check failed, if it did.
+        self._idle_failed: AioClient | None = None
         self._outbox: deque[Any] = deque()
         self._flush_lock = asyncio.Lock()
         # Earlier connections whose buffered messages were not all received yet.
-        self._previous: deque[Any] = deque()
+        self._previous: deque[AioClient] = deque()
         self._changed: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
@@ -418,10 +513,10 @@ class ReconnectingClient:
             raise
         return self
 
-    def __await__(self) -> Any:
+    def __await__(self) -> Generator[Any, None, Self]:
         return self.start().__await__()
 
-    async def _open_counted(self) -> Any:
+    async def _open_counted(self) -> AioClient:
         """One attempt: open a connection and run ``on_connect`` on it.
 
         An exception from ``on_connect`` fails the attempt like a failed opening:
@@ -461,14 +556,14 @@ class ReconnectingClient:
             else:
                 self.close_reason, self.close_message = 1006, str(exc) or None
         finally:
-            ws = self.connection
-            if ws is not None and self._error is None:
-                self.close_reason = ws.close_reason
-                self.close_message = ws.close_message
+            last = self.connection
+            if last is not None and self._error is None:
+                self.close_reason = last.close_reason
+                self.close_message = last.close_message
             self.state = "closed"
             self._notify()
 
-    async def _serve(self, ws: _Conn, first: bool) -> None:
+    async def _serve(self, ws: AioClient, first: bool) -> None:
         """Run one connection (``on_connect`` already ran): flush the outbox, wait."""
         if self.connection is not None:
             self._previous.append(self.connection)
@@ -484,13 +579,75 @@ class ReconnectingClient:
             self.state = "open"
             self._opened = True
             self._notify()
-            await ws.wait_closed()
+            self._start_idle_check(ws)
+            try:
+                await ws.wait_closed()
+            finally:
+                self._stop_idle_check()
         if self._closing:
             return
         self.state = "reconnecting"
         self._notify()
-        logger.info("connection lost (%s); reconnecting", ws.close_reason)
-        await _call(self.on_disconnect, ConnectionClosed(ws.close_reason, ws.close_message))
+        cause = disconnect_cause(ws, idle=self._idle_failed is ws)
+        self._idle_failed = None
+        logger.info("connection lost (%s, %s); reconnecting", ws.close_reason, cause)
+        await _call(self.on_disconnect, Disconnected(ws.close_reason, ws.close_message, cause))
+
+    # -- the idle check ----------------------------------------------------------------
+    # A timer per connection, no task: every idle_timeout seconds it compares the
+    # count of messages handed out with the count at the previous check. receive()
+    # only increments the count, so the hot path reads no clock.
+
+    def _start_idle_check(self, ws: AioClient) -> None:
+        if self.idle_timeout is None:
+            return
+        loop = asyncio.get_running_loop()
+        self._idle_seen = self._received
+        self._idle_handle = loop.call_at(loop.time() + self.idle_timeout, self._check_idle, ws)
+
+    def _stop_idle_check(self) -> None:
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+            self._idle_handle = None
+
+    def _idle_candidate(self, ws: AioClient, seen: int) -> bool | None:
+        """``None``: stop checking ``ws``; else whether it looks idle since ``seen``."""
+        if ws is not self.connection or not ws.connected or self._closing:
+            return None
+        # Nobody waiting for a message means the application is busy with earlier
+        # ones: that is not the feed's silence.
+        return self._received == seen and self._readers > 0
+
+    def _check_idle(self, ws: AioClient) -> None:
+        self._idle_handle = None
+        idle = self._idle_candidate(ws, self._idle_seen)
+        if idle is None:
+            return
+        if idle:
+            # A message that arrived in this same turn of the event loop has woken
+            # its reader, which has not run yet: decide after it did.
+            loop = asyncio.get_running_loop()
+            self._idle_handle = loop.call_soon(self._confirm_idle, ws, self._received)
+        else:
+            self._start_idle_check(ws)
+
+    def _confirm_idle(self, ws: AioClient, seen: int) -> None:
+        self._idle_handle = None
+        idle = self._idle_candidate(ws, seen)
+        if idle is None:
+            return
+        if not idle:
+            self._start_idle_check(ws)
+            return
+        logger.warning(
+            "no message for %s s; failing the connection (1011 %s)",
+            self.idle_timeout,
+            IDLE_TIMEOUT_REASON,
+        )
+        self._idle_failed = ws
+        # Sends the close frame and closes TCP at once: a dead peer would never
+        # answer it, and a live one has nothing to say.
+        ws._fail(CloseCode.INTERNAL_ERROR, IDLE_TIMEOUT_REASON)
 
     async def _flush(self, ws: _Conn) -> None:
         """Send the outbox in order; one flush at a time, each message once."""
@@ -566,7 +723,7 @@ class ReconnectingClient:
             with contextlib.suppress(ConnectionClosed):
                 await self._flush(self.connection)
 
-    async def receive(self, timeout: float | None = None) -> Any:
+    async def receive(self, timeout: float | None = None) -> Message | None:
         """Receive the next message, across reconnects.
 
         Returns:
@@ -587,22 +744,29 @@ class ReconnectingClient:
                     self._previous.popleft()
                 else:
                     if message is not None:
+                        self._received += 1
                         return message
                     self._previous.popleft()
             ws = self.connection
             if ws is not None and (self.state == "open" or not ws.connected):
                 remaining = None if deadline is None else max(0.0, deadline - loop.time())
+                self._readers += 1
                 try:
                     message = await ws.receive(remaining)
                 except ConnectionClosed:
                     if self.state == "closed":
                         raise self._final_error() from None
                 else:
-                    if message is not None or deadline is None:
+                    if message is not None:
+                        self._received += 1
+                        return message
+                    if deadline is None:
                         return message
                     if loop.time() >= deadline:
                         return None
                     continue
+                finally:
+                    self._readers -= 1
             if self.state == "closed":
                 raise self._final_error()
             if self.connection is ws and not await self._wait_change(deadline):
@@ -611,7 +775,7 @@ class ReconnectingClient:
     def __aiter__(self) -> Self:
         return self
 
-    async def __anext__(self) -> Any:
+    async def __anext__(self) -> Message:
         """Next message, across reconnects.
 
         Ends quietly after :meth:`close` or when the server closed with 1000 or
@@ -619,11 +783,13 @@ class ReconnectingClient:
         gave up reconnecting.
         """
         try:
-            return await self.receive()
+            message = await self.receive()
         except ConnectionClosed as exc:
             if self._error is None and (self._closing or exc.reason in (1000, 1001)):
                 raise StopAsyncIteration from None
             raise
+        assert message is not None
+        return message
 
     async def close(self, reason: int | None = None, message: str | None = None) -> None:
         """Stop reconnecting and close the current connection.
@@ -641,6 +807,7 @@ class ReconnectingClient:
                 await asyncio.wait({self._task})
             return
         self._closing = True
+        self._stop_idle_check()
         ws = self.connection
         if ws is not None and self.state == "open":
             with contextlib.suppress(ConnectionClosed):
@@ -668,13 +835,25 @@ class ReconnectingClient:
         """Close with 1000, or 1011 when the block raised."""
         await self.close(1011 if exc_type is not None else None)
 
-    def typed(self, receive_type: Any, **options: Any) -> Any:
-        """Return a typed channel over this client; see ``simple_websocket.channels.typed``."""
+    @overload
+    def typed(
+        self, receive_type: type[T], **options: Unpack[ChannelOptions]
+    ) -> TypedChannel[T]: ...
+
+    @overload
+    def typed(self, receive_type: Any, **options: Unpack[ChannelOptions]) -> TypedChannel[Any]: ...
+
+    def typed(self, receive_type: Any, **options: Unpack[ChannelOptions]) -> TypedChannel[Any]:
+        """Return a typed channel over this client; see ``simple_websocket.channels.typed``.
+
+        To type checkers, a class ``X`` gives a ``TypedChannel[X]`` and any other form
+        a ``TypedChannel[Any]``.
+        """
         from .channels import typed
 
         return typed(self, receive_type, **options)
 
-    def stream(self) -> Any:
+    def stream(self) -> Stream[Message]:
         """Return an aiostream stream of messages across reconnects."""
         from .operators import messages
 
