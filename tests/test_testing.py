@@ -6,8 +6,8 @@ import json
 import pytest
 import websockets
 
-from simple_websocket import AioClient, ConnectionClosed, HandshakeRejected
-from simple_websocket.testing import PubSubServer, Script, ScriptedServer, free_port
+from simple_websocket import AioClient, ConnectionClosed, ConnectionError, HandshakeRejected
+from simple_websocket.testing import FaultProxy, PubSubServer, Script, ScriptedServer, free_port
 
 
 async def test_fixture_echoes_and_records(ws_server):
@@ -189,3 +189,106 @@ async def test_pubsub_runs_each_request_once_and_keeps_history_across_restarts()
             await ws.send(json.dumps(request))
             assert (await _next_json(ws, type="response"))["result"] == 42
         assert server.executed == 1
+
+
+# -- FaultProxy ---------------------------------------------------------------------------
+
+
+async def test_fault_proxy_forwards_both_ways_and_counts(ws_server):
+    async with FaultProxy(ws_server.port) as proxy:
+        assert proxy.url == f"ws://127.0.0.1:{proxy.port}/"
+        async with AioClient.connect(proxy.url) as ws:
+            for i in range(50):
+                await ws.send(f"m{i}")
+            assert [await ws.receive(timeout=5) for _ in range(50)] == [f"m{i}" for i in range(50)]
+            big = bytes(range(256)) * 4096  # 1 MiB: flow control through the proxy
+            await ws.send(big)
+            assert await ws.receive(timeout=10) == big
+            assert proxy.connections == 1
+            assert proxy.open_connections == 1
+        # The client's close went through, and so did the server's end of TCP.
+        await proxy.wait_until(lambda: proxy.open_connections == 0)
+
+
+async def test_fault_proxy_cut_aborts_every_connection_and_accepts_new_ones(ws_server):
+    async with FaultProxy(ws_server.port) as proxy:
+        a = await AioClient.connect(proxy.url)
+        b = await AioClient.connect(proxy.url)
+        await proxy.wait_for_connections(2)
+        proxy.cut()
+        for ws in (a, b):
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.receive(timeout=5)
+            assert info.value.reason == 1006
+        await ws_server.wait_until(lambda: not ws_server.active)
+        async with AioClient.connect(proxy.url) as c:
+            await c.send("again")
+            assert await c.receive(timeout=5) == "again"
+        assert proxy.connections == 3
+
+
+async def test_fault_proxy_blackhole_holds_everything_and_restore_loses_nothing(ws_server):
+    async with FaultProxy(ws_server.port) as proxy:
+        ws = await AioClient.connect(proxy.url)
+        await ws.send("before")
+        assert await ws.receive(timeout=5) == "before"
+        proxy.blackhole()
+        await ws.send("held")
+        # Nothing goes through, and nothing is closed on either side.
+        assert await ws.receive(timeout=0.3) is None
+        assert ws_server.received == ["before"]
+        assert ws.connected
+        assert len(ws_server.active) == 1
+        assert proxy.open_connections == 1
+        # New connections are forwarded.
+        async with AioClient.connect(proxy.url) as other:
+            await other.send("other")
+            assert await other.receive(timeout=5) == "other"
+        proxy.restore()
+        assert await ws.receive(timeout=5) == "held"
+        assert ws_server.received == ["before", "other", "held"]
+        await ws.close()
+
+
+async def test_fault_proxy_blackhole_of_new_connections(ws_server):
+    from simple_websocket import OpenTimeout
+
+    async with FaultProxy(ws_server.port) as proxy:
+        proxy.blackhole(new_connections=True)
+        with pytest.raises(OpenTimeout):
+            await AioClient.connect(proxy.url, open_timeout=0.3)
+        pending = asyncio.ensure_future(AioClient.connect(proxy.url, open_timeout=10))
+        await proxy.wait_for_connections(2)
+        proxy.restore()
+        ws = await asyncio.wait_for(pending, 10)
+        await ws.send("through")
+        assert await ws.receive(timeout=5) == "through"
+        await ws.close()
+
+
+async def test_fault_proxy_delay_holds_each_chunk_and_keeps_the_order(ws_server):
+    delay = 0.1
+    async with FaultProxy(ws_server.port, delay=delay) as proxy:
+        loop = asyncio.get_running_loop()
+        ws = await AioClient.connect(proxy.url)
+        start = loop.time()
+        await ws.send("ping")
+        assert await ws.receive(timeout=5) == "ping"
+        assert loop.time() - start >= 2 * delay  # there and back
+        for i in range(20):
+            await ws.send(str(i))
+        assert [await ws.receive(timeout=5) for _ in range(20)] == [str(i) for i in range(20)]
+        proxy.delay = 0
+        start = loop.time()
+        await ws.send("fast")
+        assert await ws.receive(timeout=5) == "fast"
+        await ws.close()
+    with pytest.raises(ValueError, match="delay"):
+        FaultProxy(1, delay=-1)
+
+
+async def test_fault_proxy_with_its_target_down_closes_the_client_side():
+    async with FaultProxy(free_port()) as proxy:
+        with pytest.raises((OSError, ConnectionError)):
+            await AioClient.connect(proxy.url, open_timeout=5)
+        await proxy.wait_until(lambda: proxy.open_connections == 0)

@@ -11,6 +11,16 @@ testing a reconnecting bot needs::
         ws_server.script = Script(greeting=["hello"], close_after=1, close_code=1012)
         ...
 
+:class:`FaultProxy` sits between a client and a server on loopback and breaks the
+network on demand: it can cut every connection, blackhole them (stop forwarding in
+both directions without closing anything, as when a NAT entry expires or a host
+loses power) and delay what it forwards::
+
+    async with FaultProxy(ws_server.port) as proxy:
+        client = AioClient.connect(proxy.url, reconnect=True, ping_interval=0.1)
+        ...
+        proxy.blackhole()        # the client's keepalive must notice
+
 The pytest plugin (registered under the ``pytest11`` entry point, so it is active
 wherever this package is installed) provides two fixtures when pytest-asyncio is
 installed: ``ws_server``, a started :class:`ScriptedServer`, and
@@ -20,6 +30,7 @@ installed: ``ws_server``, a started :class:`ScriptedServer`, and
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import inspect
@@ -34,7 +45,7 @@ from .asyncio.server import WebSocketServer
 from .errors import ConnectionClosed
 from .sansio.handshake import HandshakeRequest, HTTPResponse
 
-__all__ = ["PubSubServer", "Script", "ScriptedServer", "free_port"]
+__all__ = ["FaultProxy", "PubSubServer", "Script", "ScriptedServer", "free_port"]
 
 
 @dataclasses.dataclass
@@ -447,6 +458,333 @@ class PubSubServer:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+class _Direction:
+    """One direction of a proxied connection: bytes written to ``sink`` in order.
+
+    Bytes wait here while the link is held (blackholed), while the sink is not
+    connected yet, and for the proxy's ``delay``. Each item is ``(due, data)``,
+    where ``data`` is bytes, ``_EOF`` or ``_CLOSE``.
+    """
+
+    def __init__(self, link: _Link) -> None:
+        self.link = link
+        self.sink: asyncio.Transport | None = None
+        self.items: collections.deque[tuple[float, bytes | object]] = collections.deque()
+        self.timer: asyncio.TimerHandle | None = None
+
+    def push(self, data: bytes | object) -> None:
+        loop = asyncio.get_running_loop()
+        self.items.append((loop.time() + self.link.proxy.delay, data))
+        self.drain()
+
+    def drain(self) -> None:
+        """Write every item that is due, unless the link is held; re-arm the timer."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.link.held or self.sink is None:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        sink = self.sink
+        while self.items:
+            due, data = self.items[0]
+            if due > now:
+                self.timer = loop.call_at(due, self.drain)
+                return
+            self.items.popleft()
+            if sink.is_closing():
+                continue
+            if data is _EOF:
+                if sink.can_write_eof():
+                    sink.write_eof()
+            elif data is _CLOSE:
+                sink.close()
+            else:
+                assert isinstance(data, bytes)
+                sink.write(data)
+
+    def clear(self) -> None:
+        self.items.clear()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+_EOF = object()
+_CLOSE = object()
+
+
+class _Link:
+    """One proxied connection: the client's side (``down``) and the target's (``up``)."""
+
+    def __init__(self, proxy: FaultProxy) -> None:
+        self.proxy = proxy
+        self.held = proxy._hold_new
+        self.down: asyncio.Transport | None = None
+        self.up: asyncio.Transport | None = None
+        self.to_up = _Direction(self)
+        self.to_down = _Direction(self)
+        self.task: asyncio.Task[None] | None = None
+        # Ends that have finished sending (FIN received).
+        self.eofs = 0
+
+    def transports(self) -> list[asyncio.Transport]:
+        return [t for t in (self.down, self.up) if t is not None]
+
+    def set_reading(self, reading: bool) -> None:
+        for transport in self.transports():
+            if not transport.is_closing():
+                if reading:
+                    transport.resume_reading()
+                else:
+                    transport.pause_reading()
+
+    def hold(self) -> None:
+        self.held = True
+        # Read nothing more: what the ends send stays in the kernel's buffers, as
+        # behind a dead route, and the proxy's memory stays bounded.
+        self.set_reading(False)
+
+    def release(self) -> None:
+        self.held = False
+        if self.up is not None:
+            self.set_reading(True)
+        self.to_up.drain()
+        self.to_down.drain()
+
+    def abort(self) -> None:
+        self.to_up.clear()
+        self.to_down.clear()
+        if self.task is not None:
+            self.task.cancel()
+        for transport in self.transports():
+            transport.abort()
+
+    async def connect_up(self) -> None:
+        """Open the connection to the target, then forward what the client sent."""
+        loop = asyncio.get_running_loop()
+        proxy = self.proxy
+        try:
+            await loop.create_connection(
+                lambda: _Side(self, upstream=True), proxy.target_host, proxy.target_port
+            )
+        except OSError:
+            # The target is down: the client sees its connection closed.
+            if self.down is not None:
+                self.down.abort()
+            return
+        finally:
+            self.task = None
+        self.to_up.sink = self.up
+        self.to_up.drain()
+        if not self.held and self.down is not None and not self.down.is_closing():
+            self.down.resume_reading()
+
+    def lost(self, upstream: bool) -> None:
+        """One side's TCP connection ended: close the other once its bytes are out."""
+        direction = self.to_down if upstream else self.to_up
+        direction.push(_CLOSE)
+        if not self.transports() or all(t.is_closing() for t in self.transports()):
+            self.proxy._forget(self)
+
+
+class _Side(asyncio.Protocol):
+    """The asyncio protocol of one side of a proxied connection."""
+
+    def __init__(self, link: _Link, upstream: bool) -> None:
+        self.link = link
+        self.upstream = upstream
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        link = self.link
+        if self.upstream:
+            link.up = transport
+            if link.held:
+                transport.pause_reading()
+        else:
+            link.down = transport
+            link.to_down.sink = transport
+            # Nothing to forward to until the target's side is connected.
+            transport.pause_reading()
+            link.proxy._adopt(link)
+
+    def data_received(self, data: bytes) -> None:
+        (self.link.to_down if self.upstream else self.link.to_up).push(data)
+
+    def eof_received(self) -> bool:
+        # Half-close: pass the FIN on and keep the other direction open, until both
+        # ends have finished sending.
+        link = self.link
+        (link.to_down if self.upstream else link.to_up).push(_EOF)
+        link.eofs += 1
+        if link.eofs == 2:
+            link.to_down.push(_CLOSE)
+            link.to_up.push(_CLOSE)
+        return True
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.link.lost(self.upstream)
+
+    def pause_writing(self) -> None:
+        # This side's write buffer is full: stop reading from the other side.
+        other = self.link.down if self.upstream else self.link.up
+        if other is not None and not other.is_closing():
+            other.pause_reading()
+
+    def resume_writing(self) -> None:
+        other = self.link.down if self.upstream else self.link.up
+        if other is not None and not other.is_closing() and not self.link.held:
+            other.resume_reading()
+
+
+class FaultProxy:
+    """A TCP proxy on loopback that breaks the network on demand, for tests.
+
+    Every connection accepted on :attr:`port` is forwarded to
+    ``target_host:target_port``, byte for byte. Then:
+
+    * :meth:`cut` aborts every connection open now (both ends see their TCP
+      connection reset or closed, without a close frame: close code 1006);
+    * :meth:`blackhole` stops forwarding on every connection open now, in both
+      directions, and closes nothing: no FIN, no reset, silence, as when a NAT
+      entry expired, a load balancer died or a laptop went to sleep. The proxy
+      stops reading too, so what the ends send waits in the kernel's buffers.
+      Connections opened afterwards are forwarded normally, unless
+      ``new_connections=True`` (the whole network is down);
+    * :meth:`restore` forwards again, starting with what was held: nothing is
+      lost, as when a route comes back and TCP retransmits;
+    * :attr:`delay` (seconds, changeable at any time) holds every chunk that
+      long before forwarding it, in both directions, in order.
+
+    Use it as an async context manager, or call :meth:`start` and :meth:`close`.
+
+    Args:
+        target_port: The port to forward to.
+        target_host: The host to forward to (loopback by default).
+        host: The interface to listen on.
+        port: The port to listen on (0: a free one, see :attr:`port`).
+        delay: See :attr:`delay`.
+
+    Attributes:
+        delay: Seconds each chunk waits before it is forwarded.
+        connections: Connections accepted so far.
+    """
+
+    def __init__(
+        self,
+        target_port: int,
+        target_host: str = "127.0.0.1",
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        delay: float = 0.0,
+    ) -> None:
+        if delay < 0:
+            raise ValueError(f"delay must be >= 0, not {delay!r}")
+        self.target_host = target_host
+        self.target_port = target_port
+        self.host = host
+        self.port = port
+        self.delay = delay
+        self.connections = 0
+        self._links: set[_Link] = set()
+        self._hold_new = False
+        self._server: asyncio.Server | None = None
+        self._changed = asyncio.Event()
+
+    @property
+    def url(self) -> str:
+        """``ws://host:port/``: the proxy's address as a WebSocket URL."""
+        return f"ws://{self.host}:{self.port}/"
+
+    @property
+    def open_connections(self) -> int:
+        """Connections currently proxied (including blackholed ones)."""
+        return len(self._links)
+
+    def _bump(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _adopt(self, link: _Link) -> None:
+        self.connections += 1
+        self._links.add(link)
+        link.task = asyncio.get_running_loop().create_task(link.connect_up())
+        self._bump()
+
+    def _forget(self, link: _Link) -> None:
+        if link in self._links:
+            self._links.discard(link)
+            self._bump()
+
+    async def start(self) -> Self:
+        """Start listening (on the same port as before after a :meth:`close`)."""
+        if self._server is None:
+            loop = asyncio.get_running_loop()
+            self._server = await loop.create_server(
+                lambda: _Side(_Link(self), upstream=False), self.host, self.port
+            )
+            self.port = int(self._server.sockets[0].getsockname()[1])
+        return self
+
+    async def close(self) -> None:
+        """Stop listening and abort every connection."""
+        if self._server is not None:
+            server, self._server = self._server, None
+            server.close()
+            self.cut()
+            await server.wait_closed()
+
+    def cut(self) -> None:
+        """Abort every connection open now (new ones are forwarded)."""
+        for link in list(self._links):
+            link.abort()
+
+    def blackhole(self, *, new_connections: bool = False) -> None:
+        """Stop forwarding on every open connection, in both directions; close nothing.
+
+        Args:
+            new_connections: Also hold the connections accepted from now on until
+                :meth:`restore` (their handshakes get no answer).
+        """
+        self._hold_new = new_connections
+        for link in self._links:
+            link.hold()
+
+    def restore(self) -> None:
+        """Forward again on every connection, starting with what was held."""
+        self._hold_new = False
+        for link in list(self._links):
+            link.release()
+
+    async def wait_until(self, condition: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Wait until ``condition()`` is true; checked whenever a connection opens or ends.
+
+        Raises:
+            TimeoutError: ``condition`` did not become true within ``timeout``.
+        """
+        async with asyncio.timeout(timeout):
+            while not condition():
+                await self._changed.wait()
+
+    async def wait_for_connections(self, count: int, timeout: float = 10.0) -> None:
+        """Wait until ``count`` connections were accepted in all."""
+        await self.wait_until(lambda: self.connections >= count, timeout)
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
