@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any, Generic, Protocol, overload, runtime_checkable
+from typing import Any, Generic, Protocol, cast, overload, runtime_checkable
 
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
@@ -131,7 +131,7 @@ class PydanticCodec(Generic[T]):
     @overload
     def __init__(
         self: PydanticCodec[Any],
-        type_: Any,
+        type_: object,
         *,
         binary: bool = False,
         by_alias: bool = True,
@@ -162,8 +162,11 @@ class PydanticCodec(Generic[T]):
             else None
         )
 
-    def encode(self, obj: T) -> str | bytes:
+    def encode(self, obj: object) -> str | bytes:
         """Serialise ``obj``, which must be an instance of the codec's type.
+
+        The check is made at run time: the parameter is an ``object`` so that type
+        checkers infer a codec's type from what it decodes only.
 
         Raises:
             EncodeError: ``obj`` does not match the type (nothing is sent).
@@ -174,7 +177,10 @@ class PydanticCodec(Generic[T]):
             )
         try:
             data = self.adapter.dump_json(
-                obj, by_alias=self.by_alias, exclude_none=self.exclude_none, warnings="error"
+                cast("T", obj),
+                by_alias=self.by_alias,
+                exclude_none=self.exclude_none,
+                warnings="error",
             )
         except (PydanticSerializationError, ValueError, TypeError) as exc:
             raise EncodeError(obj, exc) from exc

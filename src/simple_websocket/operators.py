@@ -105,6 +105,29 @@ class _ListsOfItems(Protocol[P]):
     ) -> Callable[[AsyncIterable[T]], Stream[list[T]]]: ...
 
 
+class _Decode(Protocol):
+    # decode: the items are what the codec decodes to.
+    def __call__(
+        self,
+        source: AsyncIterable[str | bytes],
+        codec: Codec[T],
+        *,
+        on_invalid: Literal["raise", "skip"] = "raise",
+    ) -> Stream[T]: ...
+
+    def raw(
+        self,
+        source: AsyncIterable[str | bytes],
+        codec: Codec[T],
+        *,
+        on_invalid: Literal["raise", "skip"] = "raise",
+    ) -> AsyncIterator[T]: ...
+
+    def pipe(
+        self, codec: Codec[T], *, on_invalid: Literal["raise", "skip"] = "raise"
+    ) -> Callable[[AsyncIterable[str | bytes]], Stream[T]]: ...
+
+
 def _source(func: Callable[..., AsyncIterator[Any]]) -> _Messages:
     return cast("_Messages", operator(func))
 
@@ -113,6 +136,10 @@ def _same_items(
     func: Callable[Concatenate[AsyncIterable[Any], P], AsyncIterator[Any]],
 ) -> _SameItems[P]:
     return cast("_SameItems[P]", pipable_operator(func))
+
+
+def _decoding(func: Callable[..., AsyncIterator[Any]]) -> _Decode:
+    return cast("_Decode", pipable_operator(func))
 
 
 def _lists_of_items(
@@ -154,7 +181,7 @@ async def send_to(source: AsyncIterable[T], connection: _Sender) -> AsyncIterato
             yield item
 
 
-@pipable_operator
+@_decoding
 async def decode(
     source: AsyncIterable[str | bytes],
     codec: Codec[T],
