@@ -130,17 +130,20 @@ async def bridge(source_url: str, target_url: str, threshold: float) -> int:
         nonlocal forwarded
         forwarded += 1
 
+    def above_threshold(reading: Reading) -> bool:
+        return reading.celsius > threshold
+
     async with AioClient.connect(source_url) as source, AioClient.connect(target_url) as target:
         pipeline = (
             source.stream()
             | decode.pipe(CODEC)
-            | pipe.filter(lambda reading: reading.celsius > threshold)
+            | pipe.filter(above_threshold)
             | pipe.action(count)
             | encode.pipe(CODEC)
             | send_to.pipe(target)  # each send completes before the next item is pulled
         )
         last = await pipeline  # runs it; the last item sent (StreamEmpty if none was)
-        print(f"bridged {forwarded} readings above {threshold} C; last: {last}")
+        print(f"bridged {forwarded} readings above {threshold} C; last: {last!s}")
     # Leaving the block closed both connections with 1000.
     return forwarded
 

@@ -1,0 +1,49 @@
+"""The examples of docs/howto/client.md, as a user would write them.
+
+Checked by ``mypy --strict`` (tests/test_typing.py), never run.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+import simple_websocket
+from simple_websocket import AioClient
+
+
+async def open_and_close() -> None:
+    ws = await simple_websocket.AioClient.connect("ws://127.0.0.1:8000/")
+    try:
+        await ws.send("hello")
+        print(await ws.receive(timeout=10))
+    finally:
+        await ws.close()
+
+    # or, closing automatically:
+    async with simple_websocket.AioClient.connect("ws://127.0.0.1:8000/") as ws:
+        await ws.send("hello")
+        print(await ws.receive(timeout=10))
+
+
+async def tls() -> None:
+    context = ssl.create_default_context(cafile="my-ca.pem")
+    # context.load_cert_chain("client.pem", "client.key")   # for a client certificate
+    ws = await AioClient.connect("wss://localhost:8443/", ssl_context=context)
+    await ws.close()
+
+
+async def options(url: str) -> None:
+    await AioClient.connect(url, headers={"Authorization": "Bearer abc"})
+    await AioClient.connect(url, headers=[("Cookie", "a=1"), ("Cookie", "b=2")])
+
+    async with AioClient.connect(url, subprotocols=["v2.chat", "v1.chat"]) as ws:
+        print(ws.subprotocol)
+
+    ws = await AioClient.connect(url, ping_interval=20, ping_timeout=10)
+
+    rtt = await ws.ping()
+    print(f"{rtt * 1000:.1f} ms; last known: {ws.latency}")
+
+    async for message in ws:
+        print(message)
+    print("closed with", ws.close_reason, ws.close_message)

@@ -1,0 +1,28 @@
+"""The examples of docs/howto/servers.md that are not in examples/, as a user would
+write them.
+
+Checked by ``mypy --strict`` (tests/test_typing.py), never run.
+"""
+
+from __future__ import annotations
+
+import simple_websocket
+
+
+class PreferV2(simple_websocket.AioServer):
+    def choose_subprotocol(self, request: simple_websocket.HandshakeRequest) -> str | None:
+        # request.subprotocols is the client's list, in its order of preference.
+        for name in ("v2", "v1"):  # the server's order wins
+            if name in request.subprotocols:
+                return name
+        return None  # no subprotocol
+
+
+async def handler(ws: PreferV2) -> None:
+    print(ws.subprotocol)
+
+
+async def main() -> None:
+    async with simple_websocket.serve(handler, server_class=PreferV2) as server:
+        ...
+    print(server.port)
