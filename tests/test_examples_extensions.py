@@ -134,7 +134,7 @@ async def test_reconnecting_bot_demo():
     assert URL.search(lines[0]) and lines[0].startswith("server listening on "), result
     first = index(lines, "connected (connection 1)")
     assert index(lines, "subscribed to ['prices', 'news']", first) > first
-    lost = index(lines, "connection lost (code 1001); reconnecting")
+    lost = index(lines, "connection lost (code 1001, closed); reconnecting")
     queued = index(lines, "sent 3 notes while the server is down; outbox: 3", lost)
     back = index(lines, "server started again", queued)
     # on_connect resubscribes on the new connection before the outbox is sent...
@@ -164,7 +164,7 @@ async def test_reconnecting_bot_survives_a_server_process_restart():
             first.kill()  # no close frame: the bot sees the TCP connection vanish
             await first.wait()
             seen += await read_until(bot, lambda line: line.startswith("connection lost"))
-            assert "connection lost (code 1006)" in seen, seen
+            assert "connection lost (code 1006, network_error)" in seen, seen
             # A new server process on the same port, which exits after one connection.
             async with running(*serve, "--port", port, "--once") as second:
                 restarted = await read_until(second, lambda line: True)

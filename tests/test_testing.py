@@ -292,3 +292,23 @@ async def test_fault_proxy_with_its_target_down_closes_the_client_side():
         with pytest.raises((OSError, ConnectionError)):
             await AioClient.connect(proxy.url, open_timeout=5)
         await proxy.wait_until(lambda: proxy.open_connections == 0)
+
+
+async def test_the_documented_fault_proxy_example(ws_server):
+    from simple_websocket import Backoff, Disconnected
+
+    drops: asyncio.Queue[Disconnected] = asyncio.Queue()
+    async with FaultProxy(ws_server.port) as proxy:
+        client = AioClient.connect(
+            proxy.url,
+            reconnect=Backoff(initial=0.01),
+            ping_interval=0.1,  # tiny values: the test runs in a second
+            ping_timeout=0.1,
+            on_disconnect=drops.put_nowait,
+        )
+        async with client:
+            proxy.blackhole()  # silence, no FIN
+            drop = await asyncio.wait_for(drops.get(), 5)
+            assert drop.cause == "ping_timeout"
+            await client.send("back")  # sent on the new connection
+            await ws_server.wait_for_messages(1)
