@@ -239,20 +239,22 @@ async def test_a_silent_feed_is_taken_as_dead_after_idle_timeout():
     loop = asyncio.get_running_loop()
     feed = Feed(period=None)
     drops = Drops()
+    opened: list[float] = []
     async with simple_websocket.serve(feed.handler) as server:
         client = AioClient.connect(
             server.url,
             reconnect=Backoff(initial=0.01, jitter=0),
             idle_timeout=idle,
             ping_interval=None,
+            # Runs before the connection is handed over and the idle check starts.
+            on_connect=lambda ws: opened.append(loop.time()),
             on_disconnect=drops,
         )
         async with client:
             assert client.idle_timeout == idle
-            opened = loop.time()
             reader = asyncio.ensure_future(client.receive())
             exc = await drops.wait()
-            elapsed = drops.times[0] - opened
+            elapsed = drops.times[0] - opened[0]
             # Never sooner than idle_timeout; at the latest twice that (the check
             # runs every idle_timeout), plus scheduling.
             assert idle <= elapsed <= 2 * idle + SLACK

@@ -361,7 +361,7 @@ async def _call(hook: Callable[[Any], object] | None, arg: Any) -> None:
             await result
 
 
-def disconnect_cause(ws: _Conn, *, idle: bool = False) -> DisconnectCause:
+def _disconnect_cause(ws: _Conn, *, idle: bool = False) -> DisconnectCause:
     """Tell why a connection that is closed ended (see :class:`Disconnected`).
 
     Args:
@@ -588,7 +588,7 @@ class ReconnectingClient:
             return
         self.state = "reconnecting"
         self._notify()
-        cause = disconnect_cause(ws, idle=self._idle_failed is ws)
+        cause = _disconnect_cause(ws, idle=self._idle_failed is ws)
         self._idle_failed = None
         logger.info("connection lost (%s, %s); reconnecting", ws.close_reason, cause)
         await _call(self.on_disconnect, Disconnected(ws.close_reason, ws.close_message, cause))
