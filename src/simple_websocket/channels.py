@@ -26,9 +26,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import json
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, Self, TypedDict, overload
 
@@ -138,6 +139,9 @@ class TypedChannel(Generic[R_co]):
         self._reading = False
         self._watchers: list[asyncio.Future[Any]] = []
         self._ids = itertools.count(1)
+        # Requests a reconnecting client sent more than once, answered already: key ->
+        # how many more responses may still come (dropped, the caller got one).
+        self._repeats: dict[str, int] = {}
 
     # -- sending -------------------------------------------------------------------
 
@@ -211,16 +215,42 @@ class TypedChannel(Generic[R_co]):
         try:
             obj = self.receive_codec.decode(raw)
         except DecodeError as exc:
-            self._inbox.append((False, exc))
+            if not (self._pending and self._fail_request(raw, exc)):
+                self._inbox.append((False, exc))
             return
-        if self._pending:
+        if self._pending or self._repeats:
             key = self._key(self._get_id(obj))
             if key is not None:
                 future = self._pending.pop(key, None)
                 if future is not None and not future.done():
                     future.set_result(obj)
                     return
+                repeats = self._repeats.get(key)
+                if repeats is not None:
+                    # Another answer to a request sent again after a reconnect.
+                    if repeats > 1:
+                        self._repeats[key] = repeats - 1
+                    else:
+                        del self._repeats[key]
+                    return
         self._inbox.append((True, obj))
+
+    def _fail_request(self, raw: str | bytes, error: DecodeError) -> bool:
+        """Fail the pending request an invalid message answers, if its id says so.
+
+        A response that does not validate would otherwise leave its request
+        waiting for the whole timeout. Returns ``True`` when a request took it.
+        """
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return False
+        key = self._key(data.get(self.id_field)) if isinstance(data, dict) else None
+        future = None if key is None else self._pending.pop(key, None)
+        if future is None or future.done():
+            return False
+        future.set_exception(error)
+        return True
 
     def _closed_normally(self) -> ConnectionClosed:
         """Return the error pending requests fail with when iteration ends."""
@@ -267,12 +297,13 @@ class TypedChannel(Generic[R_co]):
         Returns the decoded object, or ``_SKIP`` when there is none to return: the
         message failed decoding and the policy skips it, or a request started while
         it was being read (the message may be its response, so it takes the
-        request-matching route and lands in the inbox if it is not).
+        request-matching route and lands in the inbox if it is not), or it may be
+        a repeated answer to a request sent twice.
 
         Raises:
             DecodeError: With ``on_invalid="raise"``, the message failed decoding.
         """
-        if self._pending:
+        if self._pending or self._repeats:
             self._dispatch(raw)
             return _SKIP
         try:
@@ -430,8 +461,15 @@ class TypedChannel(Generic[R_co]):
             RequestTimeout: No response within ``timeout`` seconds (a
                 ``TimeoutError``); a late response is then received as an ordinary
                 message.
+            DecodeError: The response (a message carrying the request's id) does
+                not validate.
             ConnectionClosed: The connection closed before the response arrived.
             EncodeError: ``message`` cannot be encoded; nothing was sent.
+
+        Over a reconnecting client, a request whose response has not arrived when
+        the connection drops is sent again, with the same id, on the next
+        connection (at least once: the server must deduplicate requests by id), and
+        this returns exactly one response; ``timeout`` covers the whole wait.
 
         While requests wait, at most ``max_inbox`` other messages are buffered;
         beyond that reading waits for ``receive()`` or iteration to take some.
@@ -443,8 +481,14 @@ class TypedChannel(Generic[R_co]):
         future: asyncio.Future[Any] = loop.create_future()
         self._pending[key] = future
         deadline = None if timeout is None else loop.time() + timeout
+        send_request: Callable[[str, Any], Awaitable[None]] | None = getattr(
+            self.ws, "send_request", None
+        )
         try:
-            await self.send(message)
+            if send_request is None:
+                await self.send(message)
+            else:
+                await send_request(key, self.send_codec.encode(message))
             while not future.done():
                 if len(self._inbox) >= self.max_inbox and not self._reading:
                     progressed = await self._wait_change(deadline)
@@ -458,6 +502,16 @@ class TypedChannel(Generic[R_co]):
         finally:
             if self._pending.get(key) is future:
                 del self._pending[key]
+            if send_request is not None:
+                sends: int = self.ws.request_done(key)  # type: ignore[attr-defined]
+                if sends > 1 and future.done() and not future.cancelled():
+                    self._remember_repeats(key, sends - 1)
+
+    def _remember_repeats(self, key: str, count: int) -> None:
+        repeats = self._repeats
+        repeats[key] = count
+        if len(repeats) > 1024:
+            del repeats[next(iter(repeats))]  # the oldest
 
     # -- closing -------------------------------------------------------------------
 

@@ -70,6 +70,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .aiows import AioClient
     from .asyncio.connection import Message
     from .channels import ChannelOptions, TypedChannel
+    from .subscriptions import Router, SubscribeOptions, Subscription
 
 __all__ = [
     "FATAL_CLOSE_CODES",
@@ -103,6 +104,17 @@ T = TypeVar("T")
 
 class OutboxFull(SimpleWebsocketError):
     """``send()`` during an outage found the outbox full (policy ``"raise"``)."""
+
+
+class _Request:
+    """A request waiting for its response, and where it was last sent."""
+
+    __slots__ = ("data", "sends", "sent_on")
+
+    def __init__(self, data: Any) -> None:
+        self.data = data
+        self.sent_on: object | None = None
+        self.sends = 0
 
 
 class _Conn(Protocol):
@@ -462,6 +474,13 @@ class ReconnectingClient:
         self._idle_failed: AioClient | None = None
         self._outbox: deque[Any] = deque()
         self._flush_lock = asyncio.Lock()
+        # Subscriptions (made by subscribe()) and the connection their subscribe
+        # messages were last all sent on.
+        self._router: Router | None = None
+        self._subscribed_on: AioClient | None = None
+        # Requests waiting for their response (channel.request()), sent again on a
+        # new connection: correlation key -> request.
+        self._requests: dict[str, _Request] = {}
         # Earlier connections whose buffered messages were not all received yet.
         self._previous: deque[AioClient] = deque()
         self._changed: asyncio.Future[None] | None = None
@@ -571,6 +590,16 @@ class ReconnectingClient:
         if not first:
             self.reconnects += 1
         try:
+            # After on_connect (run by the attempt): subscriptions, the requests
+            # that got no response, then the outbox.
+            if self._router is not None:
+                await self._router.connected(ws)
+            self._subscribed_on = ws
+            for request in list(self._requests.values()):
+                if request.sent_on is not None and request.sent_on is not ws:
+                    request.sent_on = ws
+                    request.sends += 1
+                    await ws.send(request.data)
             await self._flush(ws)
         except ConnectionClosed:
             pass
@@ -653,7 +682,13 @@ class ReconnectingClient:
         """Send the outbox in order; one flush at a time, each message once."""
         async with self._flush_lock:
             while self._outbox:
-                await ws.send(self._outbox[0])
+                item = self._outbox[0]
+                if isinstance(item, _Request):
+                    await ws.send(item.data)
+                    item.sent_on = ws
+                    item.sends += 1
+                else:
+                    await ws.send(item)
                 self._outbox.popleft()
                 self._notify()
 
@@ -698,15 +733,24 @@ class ReconnectingClient:
             Exception: The client gave up reconnecting: the error that made it give
                 up.
         """
+        await self._send(data)
+
+    async def _send(self, data: Any) -> None:
+        """:meth:`send` for a message or a :class:`_Request`."""
         if self.state == "closed" or self._closing:
             raise self._final_error()
         ws = self.connection
         if self.state == "open" and not self._outbox and not self._flushing and ws is not None:
+            request = data if isinstance(data, _Request) else None
             try:
-                await ws.send(data)
-                return
+                await ws.send(data if request is None else request.data)
             except ConnectionClosed:
                 pass  # nothing was written: keep it for the next connection
+            else:
+                if request is not None:
+                    request.sent_on = ws
+                    request.sends += 1
+                return
         while len(self._outbox) >= self.outbox_size:
             if self.outbox_policy == "raise":
                 raise OutboxFull(f"outbox full ({self.outbox_size} messages)")
@@ -726,6 +770,8 @@ class ReconnectingClient:
     async def receive(self, timeout: float | None = None) -> Message | None:
         """Receive the next message, across reconnects.
 
+        Once subscriptions were made, only the messages no subscription matched.
+
         Returns:
             The message, or ``None`` when ``timeout`` passed.
 
@@ -733,6 +779,13 @@ class ReconnectingClient:
             ConnectionClosed: The client was closed, or gave up reconnecting (then
                 the error that made it give up is raised instead).
         """
+        router = self._router
+        if router is not None:
+            return await router.receive(timeout)
+        return await self._receive(timeout)
+
+    async def _receive(self, timeout: float | None) -> Message | None:
+        """Receive the next message from the connections, in order."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
@@ -834,6 +887,92 @@ class ReconnectingClient:
     ) -> None:
         """Close with 1000, or 1011 when the block raised."""
         await self.close(1011 if exc_type is not None else None)
+
+    # -- subscriptions and requests ---------------------------------------------------
+
+    @overload
+    def subscribe(
+        self, receive_type: type[T], **options: Unpack[SubscribeOptions]
+    ) -> Subscription[T]: ...
+
+    @overload
+    def subscribe(
+        self, receive_type: Any, **options: Unpack[SubscribeOptions]
+    ) -> Subscription[Any]: ...
+
+    def subscribe(
+        self, receive_type: Any, **options: Unpack[SubscribeOptions]
+    ) -> Subscription[Any]:
+        """Make a subscription: a typed stream of matching messages, resumed on reconnects.
+
+        Its ``subscribe(last)`` message is sent when it opens (``async with``,
+        iteration or ``start()``) and again on every new connection, after
+        ``on_connect`` and before the outbox. See
+        :meth:`simple_websocket.subscriptions.Router.subscribe` for the options;
+        ``idle_timeout`` there makes a silent feed count as a dead connection.
+
+        Raises:
+            ValueError: An option has an invalid value.
+        """
+        router = self._router
+        if router is None:
+            from .subscriptions import Router
+
+            router = self._router = Router(
+                self._receive, self._subscription_target, self._normal_end, on_idle=self._feed_idle
+            )
+        return router.subscribe(receive_type, **options)
+
+    def _subscription_target(self) -> AioClient | None:
+        """The connection to send subscribe messages on now, or ``None``."""
+        ws = self.connection
+        if ws is not None and ws is self._subscribed_on and ws.connected:
+            return ws
+        return None
+
+    def _normal_end(self, exc: BaseException) -> bool:
+        return self._error is None and (
+            self._closing or (isinstance(exc, ConnectionClosed) and exc.reason in (1000, 1001))
+        )
+
+    def _feed_idle(self, subscription: Subscription[Any]) -> None:
+        ws = self.connection
+        if ws is None or not ws.connected or self._closing:
+            return
+        logger.warning(
+            "no message for %s s on %r; failing the connection (1011 %s)",
+            subscription.idle_timeout,
+            subscription,
+            IDLE_TIMEOUT_REASON,
+        )
+        self._idle_failed = ws
+        ws._fail(CloseCode.INTERNAL_ERROR, IDLE_TIMEOUT_REASON)
+
+    async def send_request(self, key: str, data: Any) -> None:
+        """Send a request, and again on each new connection until it is answered.
+
+        It is sent unchanged until :meth:`request_done` is called for ``key``.
+
+        A request whose response has not arrived when its connection drops is
+        sent again after the reconnect (at least once: the server must
+        deduplicate by the request's id). ``channel.request()`` uses it.
+
+        Raises:
+            OutboxFull: As :meth:`send`.
+            ConnectionClosed: The client was closed.
+        """
+        request = _Request(data)
+        self._requests[key] = request
+        try:
+            await self._send(request)
+        except BaseException:
+            self._requests.pop(key, None)
+            raise
+
+    def request_done(self, key: str) -> int:
+        """Stop sending the request ``key`` again; return how often it was sent."""
+        request = self._requests.pop(key, None)
+        return 0 if request is None else request.sends
 
     @overload
     def typed(

@@ -30,7 +30,19 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, Self, TypeVar, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generic,
+    Literal,
+    NotRequired,
+    Protocol,
+    Required,
+    Self,
+    TypedDict,
+    TypeVar,
+    overload,
+)
 
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import from_json
@@ -40,7 +52,7 @@ from .errors import ConnectionClosed, DecodeError, GapError
 if TYPE_CHECKING:  # pragma: no cover
     from aiostream import Stream
 
-__all__ = ["GapPolicy", "Match", "Router", "Subscription"]
+__all__ = ["GapPolicy", "Match", "Router", "SubscribeOptions", "Subscription"]
 
 logger = logging.getLogger("simple_websocket")
 
@@ -51,6 +63,21 @@ Message = str | bytes
 Match = Mapping[str, Any] | Callable[[Any], bool]
 GapPolicy = Literal["resubscribe", "raise", "ignore"]
 InvalidPolicy = Literal["raise", "skip"] | Callable[[DecodeError], Any]
+
+
+class SubscribeOptions(TypedDict):
+    """The keyword options of ``subscribe()`` (see :meth:`Router.subscribe`)."""
+
+    subscribe: Required[Any]  # a message, (last) -> message, or None
+    match: Required[Match]
+    unsubscribe: NotRequired[Any]
+    sequence: NotRequired[Callable[[Any], int | None] | None]
+    on_gap: NotRequired[GapPolicy]
+    gap_timeout: NotRequired[float]
+    max_queue: NotRequired[int]
+    on_invalid: NotRequired[InvalidPolicy]
+    idle_timeout: NotRequired[float | None]
+
 
 _ANY: TypeAdapter[Any] = TypeAdapter(Any)
 _NOT_JSON = object()
@@ -140,6 +167,7 @@ class Subscription(Generic[T]):
         gap_timeout: float,
         max_queue: int,
         on_invalid: InvalidPolicy,
+        idle_timeout: float | None = None,
     ) -> None:
         if on_gap not in ("resubscribe", "raise", "ignore"):
             raise ValueError(f"on_gap must be 'resubscribe', 'raise' or 'ignore', not {on_gap!r}")
@@ -151,6 +179,8 @@ class Subscription(Generic[T]):
             raise ValueError(f"max_queue must be at least 1, not {max_queue}")
         if gap_timeout <= 0:
             raise ValueError(f"gap_timeout must be > 0, not {gap_timeout}")
+        if idle_timeout is not None and not idle_timeout > 0:
+            raise ValueError(f"idle_timeout must be > 0 seconds, not {idle_timeout!r}")
         if sequence is not None and not callable(sequence):
             raise TypeError("sequence must be a callable returning the sequence number")
         self._router = router
@@ -164,6 +194,7 @@ class Subscription(Generic[T]):
         self.gap_timeout = gap_timeout
         self.max_queue = max_queue
         self.on_invalid = on_invalid
+        self.idle_timeout = idle_timeout
         self.received = 0
         self.duplicates = 0
         self.gaps = 0
@@ -175,6 +206,12 @@ class Subscription(Generic[T]):
         self._closed = False
         # The connection the subscribe message was last sent on.
         self._sent_on: object | None = None
+        # The idle check: matching messages so far (duplicates too), the count at
+        # the last check, its timer, and whether a new connection restarts it.
+        self._routed = 0
+        self._idle_seen = 0
+        self._idle_handle: asyncio.TimerHandle | None = None
+        self._idle_reset = False
 
     def __repr__(self) -> str:
         name = getattr(self.receive_type, "__name__", repr(self.receive_type))
@@ -209,6 +246,7 @@ class Subscription(Generic[T]):
         if not self._started:
             self._started = True
             self._router._open(self)
+            self._router._watch_idle(self)
         await self._router._send_subscribe(self)
         return self
 
@@ -223,6 +261,9 @@ class Subscription(Generic[T]):
         self._closed = True
         self._queue.clear()
         self._resync = None
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+            self._idle_handle = None
         self._router._close(self)
         if self._started and self._unsubscribe is not None:
             message = self._unsubscribe
@@ -252,6 +293,7 @@ class Subscription(Generic[T]):
         Returns ``True`` when it revealed a gap that must be asked for again
         (``on_gap="resubscribe"``).
         """
+        self._routed += 1
         try:
             obj = self._validate(data)
         except ValidationError as exc:
@@ -431,6 +473,9 @@ class Router:
             there is none (they are sent on the next one, see :meth:`connected`).
         normal_end: Whether the exception that ended reading is a normal end (the
             iterations then end quietly).
+        on_idle: Called with a subscription made with ``idle_timeout`` that got no
+            message for that long while the connection was read: the owner takes
+            the connection as dead. ``None``: ``idle_timeout`` is refused.
         max_unmatched: Unmatched messages buffered for ``receive()`` before reading
             pauses.
     """
@@ -441,11 +486,13 @@ class Router:
         current: Callable[[], Sender | None],
         normal_end: Callable[[BaseException], bool],
         *,
+        on_idle: Callable[[Subscription[Any]], None] | None = None,
         max_unmatched: int = 1024,
     ) -> None:
         self._read = read
         self._current = current
         self._normal_end = normal_end
+        self._on_idle = on_idle
         self.max_unmatched = max_unmatched
         #: The open subscriptions, in the order they were opened.
         self.subscriptions: list[Subscription[Any]] = []
@@ -472,6 +519,7 @@ class Router:
         gap_timeout: float = 10.0,
         max_queue: int = 256,
         on_invalid: InvalidPolicy = "raise",
+        idle_timeout: float | None = None,
     ) -> Subscription[T]: ...
 
     @overload
@@ -487,6 +535,7 @@ class Router:
         gap_timeout: float = 10.0,
         max_queue: int = 256,
         on_invalid: InvalidPolicy = "raise",
+        idle_timeout: float | None = None,
     ) -> Subscription[Any]: ...
 
     def subscribe(
@@ -501,6 +550,7 @@ class Router:
         gap_timeout: float = 10.0,
         max_queue: int = 256,
         on_invalid: InvalidPolicy = "raise",
+        idle_timeout: float | None = None,
     ) -> Subscription[Any]:
         """Make a subscription; entering it, iterating or ``start()`` opens it.
 
@@ -511,7 +561,8 @@ class Router:
                 message`` (``last``: the last sequence number received, ``None`` at
                 first). Sent when the subscription opens and again on every new
                 connection. A ``str``/``bytes`` is sent as it is, anything else as
-                JSON.
+                JSON. ``None`` sends nothing: the subscription only routes the
+                messages that match (acknowledgements, heartbeats) to its queue.
             unsubscribe: The message (or ``(last) -> message``) sent once when the
                 subscription is closed, if connected then.
             match: Which messages belong: top-level JSON fields and their values
@@ -530,11 +581,17 @@ class Router:
             on_invalid: A matching message that fails validation: ``"raise"``
                 (:class:`~simple_websocket.errors.DecodeError` from the iteration),
                 ``"skip"`` (logged) or a callable.
+            idle_timeout: Seconds without a matching message (while the connection
+                is read) after which the connection is taken as dead: failed with
+                1011, and reconnected by a reconnecting client. ``None``: never.
 
         Raises:
-            ValueError: An option has an invalid value.
+            ValueError: An option has an invalid value, or ``idle_timeout`` is
+                given where nothing can act on it.
             TypeError: ``match`` or ``sequence`` has the wrong type.
         """
+        if idle_timeout is not None and self._on_idle is None:
+            raise ValueError("idle_timeout needs a connection that can be failed")
         return Subscription(
             self,
             receive_type,
@@ -546,6 +603,7 @@ class Router:
             gap_timeout=gap_timeout,
             max_queue=max_queue,
             on_invalid=on_invalid,
+            idle_timeout=idle_timeout,
         )
 
     # -- subscriptions ---------------------------------------------------------------
@@ -574,7 +632,12 @@ class Router:
         Not if it was already sent there, unless ``again`` (to fill a gap).
         """
         conn = self._current()
-        if conn is None or sub._closed or (sub._sent_on is conn and not again):
+        if (
+            conn is None
+            or sub._closed
+            or sub._subscribe is None
+            or (sub._sent_on is conn and not again)
+        ):
             return
         sub._sent_on = conn
         try:
@@ -591,10 +654,47 @@ class Router:
             ConnectionClosed: The connection closed meanwhile (the rest are sent on
                 the next one).
         """
-        for sub in list(self.subscriptions):
-            if sub._sent_on is not conn and not sub._closed:
+        for sub in self.subscriptions:
+            sub._idle_reset = True
+        while True:
+            # Subscriptions opened while these are sent are sent too.
+            pending = [
+                s
+                for s in self.subscriptions
+                if s._sent_on is not conn and not s._closed and s._subscribe is not None
+            ]
+            if not pending:
+                return
+            for sub in pending:
                 sub._sent_on = conn
                 await conn.send(sub.subscribe_message())
+
+    # -- the idle check ------------------------------------------------------------------
+    # A timer per subscription with idle_timeout, no task: every idle_timeout seconds
+    # it compares the count of its matching messages with the last check's.
+
+    def _watch_idle(self, sub: Subscription[Any]) -> None:
+        if sub.idle_timeout is None or sub._closed or self._end is not None:
+            return
+        sub._idle_seen = sub._routed
+        loop = asyncio.get_running_loop()
+        sub._idle_handle = loop.call_later(sub.idle_timeout, self._check_idle, sub)
+
+    def _check_idle(self, sub: Subscription[Any]) -> None:
+        sub._idle_handle = None
+        # Silent only if the connection was being read all along: not while reading
+        # was paused (a full queue), nobody was reading, or it was down.
+        silent = (
+            not sub._idle_reset
+            and sub._routed == sub._idle_seen
+            and self._reading
+            and self._held is None
+            and self._current() is not None
+        )
+        sub._idle_reset = False
+        self._watch_idle(sub)
+        if silent and self._on_idle is not None:
+            self._on_idle(sub)
 
     # -- reading -----------------------------------------------------------------------
 

@@ -291,6 +291,7 @@ class PubSubServer:
         **accept_options: Options of :func:`simple_websocket.serve`.
 
     Attributes:
+        requests: Requests received, copies sent again included.
         executed: How many times the handler ran (once per request id).
         answered: How many responses were sent (repeats included).
         subscribes: The subscribe messages received, in order.
@@ -310,13 +311,15 @@ class PubSubServer:
         self.history = history
         self.handler = handler or (lambda request: request.get("params"))
         self.accept_options = accept_options
+        self.requests = 0
         self.executed = 0
         self.answered = 0
         self.subscribes: list[dict[str, Any]] = []
         self._log: dict[str, list[str]] = {}
         self._first: dict[str, int] = {}
         self._subscribers: dict[str, set[asyncio.Queue[str | None]]] = {}
-        self._results: dict[str, Any] = {}
+        self._results: dict[str, asyncio.Future[Any]] = {}
+        self._executions: set[asyncio.Task[None]] = set()
         self._server: WebSocketServer[Any] | None = None
         self._changed = asyncio.Event()
 
@@ -369,7 +372,9 @@ class PubSubServer:
             while (message := await outbox.get()) is not None:
                 await ws.send(message)
 
-        writer = asyncio.get_running_loop().create_task(write())
+        loop = asyncio.get_running_loop()
+        writer = loop.create_task(write())
+        requests: set[asyncio.Task[None]] = set()
         try:
             async for raw in ws:
                 try:
@@ -386,13 +391,19 @@ class PubSubServer:
                     channels.discard(channel)
                     self._subscribers.get(channel, set()).discard(outbox)
                 elif op == "request":
-                    outbox.put_nowait(await self._answer(message))
+                    self.requests += 1
+                    # Answered in its own task: requests run concurrently.
+                    task = loop.create_task(self._respond(message, outbox))
+                    requests.add(task)
+                    task.add_done_callback(requests.discard)
                 self._bump()
         except ConnectionClosed:
             pass
         finally:
             for channel in channels:
                 self._subscribers.get(channel, set()).discard(outbox)
+            for task in requests:
+                task.cancel()
             outbox.put_nowait(None)
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
@@ -417,18 +428,36 @@ class PubSubServer:
         channels.add(channel)
         self._subscribers.setdefault(channel, set()).add(outbox)
 
+    async def _execute(self, request: dict[str, Any], result: asyncio.Future[Any]) -> None:
+        try:
+            value = self.handler(request)
+            if inspect.isawaitable(value):
+                value = await value
+        except Exception as exc:
+            value = {"error": str(exc)}
+        result.set_result(value)
+
+    async def _respond(self, request: dict[str, Any], outbox: asyncio.Queue[str | None]) -> None:
+        outbox.put_nowait(await self._answer(request))
+        self._bump()
+
     async def _answer(self, request: dict[str, Any]) -> str:
         key = json.dumps(request.get("id"))
-        if key not in self._results:
+        result = self._results.get(key)
+        if result is None:
+            # Run once, in a task of its own: the request is the server's work now,
+            # whatever happens to the connection it came on. A copy that arrives
+            # meanwhile (sent again after a reconnect) waits for the same result.
+            loop = asyncio.get_running_loop()
+            result = self._results[key] = loop.create_future()
             self.executed += 1
-            result = self.handler(request)
-            if inspect.isawaitable(result):
-                result = await result
-            self._results[key] = result
+            self._bump()
+            task = loop.create_task(self._execute(request, result))
+            self._executions.add(task)
+            task.add_done_callback(self._executions.discard)
+        value = await asyncio.shield(result)
         self.answered += 1
-        return json.dumps(
-            {"type": "response", "id": request.get("id"), "result": self._results[key]}
-        )
+        return json.dumps({"type": "response", "id": request.get("id"), "result": value})
 
     async def start(self) -> Self:
         """Start listening (on the same port as before after a stop)."""
