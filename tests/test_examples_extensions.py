@@ -212,3 +212,21 @@ async def test_stream_pipeline():
     assert count > 0, result
     assert f"archive: stored {count} messages, closed with code 1000" in out, result
     assert lines[-1] == "pipelines done", result
+
+
+# -- subscriptions --------------------------------------------------------------------------
+
+
+async def test_market_bot_demo():
+    result = await run("market_bot.py", "--demo", "--ticks", "120", "--orders", "12")
+    assert result.returncode == 0, result
+    no_traceback(result)
+    lines = result.lines()
+    cut = index(lines, "network: cut")
+    index(lines, "connection lost (network_error, code 1006); reconnecting", cut)
+    blackhole = index(lines, "network: blackhole (no FIN)", cut)
+    index(lines, "connection lost (ping_timeout, code 1011); reconnecting", blackhole)
+    for channel in ("BTC-USD", "ETH-USD"):
+        assert f"{channel}: 120 ticks, in order and once each: True" in result.stdout, result
+    assert "orders answered once each: True" in result.stdout, result
+    assert "orders run by the feed: 12 " in result.stdout, result

@@ -9,7 +9,10 @@ asked for again, requests are answered once.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
+import sys
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest
@@ -276,3 +279,17 @@ async def test_a_passive_subscription_takes_the_acknowledgements() -> None:
                 assert await collect(btc, 1) == [1]
                 assert await client.receive(timeout=0) is None  # nothing unmatched
             assert [s["channel"] for s in server.subscribes] == ["BTC"]
+
+
+async def test_the_guides_own_test_passes() -> None:
+    """The test the subscriptions guide shows, run as it is written there."""
+    path = Path(__file__).parent / "typing" / "howto_subscriptions.py"
+    spec = importlib.util.spec_from_file_location("howto_subscriptions", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # pydantic resolves the models' annotations there
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    await module.test_bot_misses_nothing()

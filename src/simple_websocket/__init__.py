@@ -19,6 +19,7 @@ from .errors import (
     DecodeError,
     Disconnected,
     EncodeError,
+    GapError,
     HandshakeError,
     HandshakeRejected,
     OpenTimeout,
@@ -35,6 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .channels import TypedChannel
     from .codecs import Codec, JsonCodec, PydanticCodec
     from .reconnect import Backoff, OutboxFull, ReconnectingClient
+    from .subscriptions import Subscription
 
 __version__ = "2.0.0.dev0"
 
@@ -46,6 +48,7 @@ _LAZY = {
     "Codec": "codecs",
     "JsonCodec": "codecs",
     "PydanticCodec": "codecs",
+    "Subscription": "subscriptions",
 }
 
 
@@ -76,6 +79,7 @@ __all__ = [  # noqa: RUF022
     "DecodeError",
     "Disconnected",
     "EncodeError",
+    "GapError",
     "HandshakeError",
     "HandshakeRejected",
     "HandshakeRequest",
@@ -88,6 +92,7 @@ __all__ = [  # noqa: RUF022
     "ReconnectingClient",
     "RequestTimeout",
     "SimpleWebsocketError",
+    "Subscription",
     "TypedChannel",
     "WebSocketServer",
     "serve",
