@@ -26,7 +26,7 @@ from wsproto.extensions import PerMessageDeflate
 
 from simple_websocket.asyncio.connection import Connection
 from simple_websocket.errors import ConnectionClosed
-from simple_websocket.sansio import protocol as protocol_module
+from simple_websocket.sansio import framing as protocol_module
 from simple_websocket.sansio.protocol import Protocol, State
 
 from ..asyncio.rawpeer import BINARY, CLOSE, CONT, PING, PONG, TEXT, apply_mask, encode_frame
@@ -550,7 +550,7 @@ def test_receive_buffer_only_while_a_large_binary_frame_arrives() -> None:
     proto.receive_data(encode_frame(TEXT, b"y" * 1000)[:100])
     assert proto.receive_buffer() is None
     huge = Protocol(True)
-    length = protocol_module._DIRECT_MAX + 1
+    length = protocol_module.DIRECT_MAX + 1
     assert huge.receive_data(encode_frame(BINARY, b"zz", length=length)) == []
     assert huge._partial is not None
     assert huge.receive_buffer() is None
@@ -673,25 +673,20 @@ def test_messages_at_the_limit(client: bool) -> None:
         assert len(messages_of(result)) == 2
 
 
-def test_fast_path_resumes_after_wsproto_took_over(monkeypatch: pytest.MonkeyPatch) -> None:
-    """After fragments, wsproto holds bytes; once it is idle the fast path parses again."""
+def test_fragments_and_control_frames_stay_on_the_fast_path() -> None:
+    """Every frame is parsed by the core itself: wsproto is never involved."""
     proto = Protocol(False)
     key = b"kkkk"
-    first = encode_frame(TEXT, b"frag", fin=False, mask=key)
-    last = encode_frame(CONT, b"ment", mask=key)
-    assert proto.receive_data(first + last[:3]) == []
-    assert not proto._wsproto_idle()
-    assert proto.receive_data(last[3:]) == ["fragment"]
-    assert proto._wsproto_idle()
-
-    def no_wsproto(data: bytes | None) -> None:
-        raise AssertionError("a data frame went to wsproto")
-
-    monkeypatch.setattr(proto._conn, "receive_data", no_wsproto)
-    fast = encode_frame(BINARY, b"fast", mask=key) + encode_frame(TEXT, b"path", mask=key)
-    assert proto.receive_data(fast[:5]) == []
-    assert proto.receive_data(fast[5:]) == [b"fast", "path"]
-    assert proto._wsproto_idle()
+    stream = encode_frame(TEXT, b"frag", fin=False, mask=key)
+    stream += encode_frame(PING, b"p", mask=key)
+    stream += encode_frame(CONT, b"ment", mask=key)
+    stream += encode_frame(BINARY, b"fast", mask=key) + encode_frame(TEXT, b"path", mask=key)
+    received: list[str | bytes] = []
+    for k in range(0, len(stream), 3):
+        received += proto.receive_data(stream[k : k + 3])
+    assert received == ["fragment", b"fast", "path"]
+    assert proto.data_to_send() == encode_frame(PONG, b"p")
+    assert proto._conn is None
 
 
 # -- property-based --------------------------------------------------------------------
