@@ -121,7 +121,7 @@ def role(request: pytest.FixtureRequest) -> str:
 
 def queued(ws: Any) -> int:
     """How many received messages wait in our side's queue."""
-    return len(ws._messages)
+    return len(ws._inbox.messages)
 
 
 def now() -> float:

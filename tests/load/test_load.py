@@ -232,7 +232,7 @@ async def test_slow_consumer_keeps_rss_bounded(direction: str) -> None:
         await wait_for_condition(
             lambda: (
                 producer.done()
-                or (consumer_ws._read_paused and transport.get_write_buffer_size() > high)
+                or (consumer_ws._inbox.paused and transport.get_write_buffer_size() > high)
             )
         )
         assert progress["sent"] < count // 4, "nothing stopped the producer"

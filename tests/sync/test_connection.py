@@ -361,7 +361,7 @@ def test_reader_stops_reading_when_max_queue_messages_are_unread(server: RawServ
             peer.sock.sendall(chunk)
             sent += 1
     assert sent < 1024
-    assert len(ws._messages) == 2
+    assert len(ws._inbox.messages) == 2
     # Receiving resumes reading: every message sent arrives.
     peer.sock.settimeout(5)
     received = 0

@@ -41,6 +41,19 @@ from wsproto.extensions import Extension
 from ..errors import ConnectionClosed
 from ..sansio.limits import UNSET, Unset, message_limits
 from ..sansio.protocol import CloseCode, Protocol, State, check_close_code
+from ..sansio.session import (
+    ABORT,
+    CLOSE_TRANSPORT,
+    CLOSED,
+    MESSAGES,
+    PAUSE,
+    PONG,
+    PONG_HELD,
+    WRITE,
+    Inbox,
+    Message,
+    Session,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from aiostream import Stream
@@ -51,13 +64,9 @@ __all__ = ["BaseConnection", "Connection", "Message", "StreamProtocol"]
 
 logger = logging.getLogger("simple_websocket")
 
-#: A WebSocket message: ``str`` for a text message, ``bytes`` for a binary one.
-Message = str | bytes
-
 _T = TypeVar("_T")
 _TIMEOUT = object()
 _OPEN = State.OPEN
-_CLOSED = State.CLOSED
 #: Frames at least this large go straight to the transport; the coalescing buffer is
 #: written out once it reaches this size.
 _COALESCE_LIMIT = 16 * 1024
@@ -107,8 +116,7 @@ class BaseConnection:
         close_timeout: float = 5.0,
         max_queue: int = 16,
     ) -> None:
-        if max_queue < 1:
-            raise ValueError("max_queue must be at least 1")
+        self._inbox = Inbox(max_queue)
         self.max_message_size, self._max_inflated_size = message_limits(max_message_size)
         self.subprotocol: str | None = None
         self.connected = False
@@ -119,14 +127,7 @@ class BaseConnection:
         self.max_queue = max_queue
         self.close_reason: int = CloseCode.NO_STATUS_RCVD
         self.close_message: str | None = None
-        self._messages: deque[Message] = deque()
         self._waiters: list[asyncio.Future[Any]] = []
-        # True once no further message can arrive (close frame received, connection
-        # failed or lost).
-        self._finished = False
-        # True once the user called close().
-        self._close_called = False
-        self._read_paused = False
 
     # -- to be provided by subclasses ---------------------------------------------
 
@@ -152,15 +153,7 @@ class BaseConnection:
 
     def _deliver(self, messages: Sequence[Message]) -> None:
         """Queue received messages and wake the receivers."""
-        self._messages.extend(messages)
-        # Once close() was called, reading must go on: the peer's close frame may be
-        # behind the messages (see close()).
-        if (
-            not self._read_paused
-            and not self._close_called
-            and len(self._messages) >= self.max_queue
-        ):
-            self._read_paused = True
+        if self._inbox.put(messages):
             self._pause_reading()
         self._wake_receivers()
 
@@ -173,16 +166,23 @@ class BaseConnection:
 
     def _finish(self, code: int, reason: str | None) -> None:
         """Record that no more messages will arrive, and why."""
-        if self._finished:
-            return
-        self._finished = True
+        if self._inbox.finish(code, reason):
+            self._finished()
+
+    def _finished(self) -> None:
+        """The inbox was just finished: publish how, and wake everyone."""
         self.connected = False
-        self.close_reason = code
-        self.close_message = reason
+        self.close_reason = self._inbox.close_code
+        self.close_message = self._inbox.close_reason
         self._wake_receivers()
 
-    def _closed_exception(self) -> ConnectionClosed:
-        return ConnectionClosed(self.close_reason, self.close_message)
+    def _take(self) -> Message:
+        inbox = self._inbox
+        message = inbox.take()
+        if inbox.resumed:
+            inbox.resumed = False
+            self._resume_reading()
+        return message
 
     async def receive(self, timeout: float | None = None) -> Message | None:
         """Receive the next message.
@@ -201,15 +201,12 @@ class BaseConnection:
         Cancelling a pending ``receive()`` loses nothing: a message is only taken
         from the buffer by the call that returns it.
         """
-        messages = self._messages
+        inbox = self._inbox
+        messages = inbox.messages
         if messages:
-            message = messages.popleft()
-            if self._read_paused and len(messages) <= self.max_queue // 4:
-                self._read_paused = False
-                self._resume_reading()
-            return message
-        if self._finished:
-            raise self._closed_exception()
+            return self._take()
+        if inbox.finished:
+            raise inbox.closed_error()
         if timeout is not None and timeout <= 0:
             return None
         # The connection's own loop when it has one: get_running_loop() costs a
@@ -229,20 +226,16 @@ class BaseConnection:
                     with contextlib.suppress(ValueError):
                         self._waiters.remove(waiter)
             if messages:
-                message = messages.popleft()
-                if self._read_paused and len(messages) <= self.max_queue // 4:
-                    self._read_paused = False
-                    self._resume_reading()
-                return message
-            if self._finished:
-                raise self._closed_exception()
+                return self._take()
+            if inbox.finished:
+                raise inbox.closed_error()
             if result is _TIMEOUT:
                 return None
 
     @property
     def close_requested(self) -> bool:
         """``True`` once ``close()`` was called on this side."""
-        return self._close_called
+        return self._inbox.close_called
 
     # -- extensions ------------------------------------------------------------------
     # Conveniences over the extension modules, which use only this public
@@ -295,9 +288,7 @@ class BaseConnection:
         try:
             message = await self.receive()
         except ConnectionClosed as exc:
-            if exc.reason in (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY) or (
-                self._close_called
-            ):
+            if self._inbox.ends_iteration(exc):
                 raise StopAsyncIteration from None
             raise
         assert message is not None
@@ -324,14 +315,17 @@ class Connection(BaseConnection):
 
     Instances are created by the client and server entry points
     (``AioClient.connect``, ``AioServer.accept``, ``serve``) and attached to a
-    transport once the opening handshake succeeded.
+    transport once the opening handshake succeeded. The connection rules (flow
+    control, keepalive, the closing handshake's deadlines) are the core's
+    :class:`~simple_websocket.sansio.session.Session`; this class moves bytes and
+    wakes tasks.
     """
 
     _client = False
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self._proto: Protocol | None = None
+        self._session: Session | None = None
         self._transport: asyncio.Transport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lost: asyncio.Future[None] | None = None
@@ -339,11 +333,10 @@ class Connection(BaseConnection):
         self._drain_waiters: list[asyncio.Future[None]] = []
         # send() calls waiting for their turn to write, oldest first.
         self._send_queue: deque[asyncio.Future[None]] = deque()
-        self._keepalive_handle: asyncio.TimerHandle | None = None
-        self._next_ping = 0.0
+        # The one timer: the session's next deadline.
+        self._timer: asyncio.TimerHandle | None = None
         # ping() calls waiting for a pong (woken by every pong and by the end).
         self._pong_waiters: list[asyncio.Future[None]] = []
-        self._close_handle: asyncio.TimerHandle | None = None
         # Writes the pong held back while the write buffer was full (see above).
         self._pong_task: asyncio.Task[None] | None = None
         # Replaced by adapters whose transport belongs to someone else (aiohttp).
@@ -354,6 +347,11 @@ class Connection(BaseConnection):
         self._burst = False
         self._coalesced: bytearray | None = None
         self._flush_scheduled = False
+
+    @property
+    def is_server(self) -> bool:
+        """``True`` on the server side of the connection (as in simple-websocket 1.1)."""
+        return not self._client
 
     # -- attaching -------------------------------------------------------------
 
@@ -368,18 +366,24 @@ class Connection(BaseConnection):
         self._loop = loop
         self._transport = transport
         self._lost = loop.create_future()
-        self._proto = Protocol(
+        proto = Protocol(
             self._client,
             extensions,
             max_message_size=self.max_message_size,
             clock=loop.time,
             max_inflated_size=self._max_inflated_size,
         )
+        self._session = Session(
+            proto,
+            self._inbox,
+            loop.time,
+            ping_interval=self.ping_interval,
+            ping_timeout=self.ping_timeout,
+            close_timeout=self.close_timeout,
+        )
         self.subprotocol = subprotocol
         self.connected = True
-        if self.ping_interval:
-            self._next_ping = loop.time() + self.ping_interval
-            self._keepalive_handle = loop.call_at(self._next_ping, self._keepalive)
+        self._arm_timer()
 
     @property
     def transport(self) -> asyncio.Transport | None:
@@ -389,7 +393,7 @@ class Connection(BaseConnection):
     @property
     def latency(self) -> float | None:
         """Round-trip time of the last answered ping in seconds, or ``None``."""
-        return self._proto.latency if self._proto is not None else None
+        return self._session.protocol.latency if self._session is not None else None
 
     @property
     def local_address(self) -> Any:
@@ -401,46 +405,76 @@ class Connection(BaseConnection):
         """The peer's socket address, as ``transport.get_extra_info('peername')``."""
         return self._transport.get_extra_info("peername") if self._transport else None
 
-    # -- data from the transport ---------------------------------------------------
+    # -- what the session says ---------------------------------------------------------
 
     def _data_received(self, data: bytes) -> None:
-        proto = self._proto
-        assert proto is not None
+        session = self._session
+        assert session is not None
         if data:
             # New bytes from the network: the next frame written starts a new burst.
             self._burst = False
-        # Parse no more messages than the queue has room for: the rest of the bytes
-        # wait in the core while reading is paused (one read of compressed data can
-        # hold thousands of messages). After close() the peer's close frame must
-        # be found, so everything is parsed.
-        room = None if self._close_called else self.max_queue - len(self._messages)
-        proto.defer_pongs = self._write_blocked()
-        messages = proto.receive_data(data, room)
-        if messages:
-            self._deliver(messages)
-        self._after_receive(proto)
+        flags = session.feed(data, self._write_blocked())
+        if flags == MESSAGES:
+            self._wake_receivers()
+        elif flags:
+            self._act(flags)
 
     def _buffer_updated(self, nbytes: int) -> None:
-        """``nbytes`` were read into ``Protocol.receive_buffer()`` (a large frame)."""
-        proto = self._proto
-        assert proto is not None
+        """``nbytes`` were read into the session's receive buffer (a large frame)."""
+        session = self._session
+        assert session is not None
         self._burst = False
-        room = None if self._close_called else self.max_queue - len(self._messages)
-        messages = proto.receive_buffer_updated(nbytes, room)
-        if messages:
-            self._deliver(messages)
-        self._after_receive(proto)
+        flags = session.feed_buffer(nbytes)
+        if flags:
+            self._act(flags)
 
-    def _after_receive(self, proto: Protocol) -> None:
-        # Peeking first saves two calls per read in the common case (nothing to do).
-        if proto._pongs and proto.take_pongs():
+    def _act(self, flags: int) -> None:
+        """Do what a step of the session asks, in order."""
+        session = self._session
+        assert session is not None
+        if flags & MESSAGES:
+            if flags & PAUSE:
+                self._pause_reading()
+            self._wake_receivers()
+        if flags & PONG:
             self._wake_pong_waiters()
-        if proto._out:
-            self._write(proto.data_to_send())
-        if proto._held_pong and self._pong_task is None and self._loop is not None:
+        if flags & WRITE:
+            self._write(session.output)
+        if flags & PONG_HELD and self._pong_task is None and self._loop is not None:
             self._pong_task = self._loop.create_task(self._send_held_pong())
-        if proto.state is _CLOSED:
-            self._on_protocol_closed()
+        if flags & CLOSED:
+            self._finished()
+            self._wake_pong_waiters()
+            if flags & CLOSE_TRANSPORT and self._transport is not None:
+                self._flush()
+                self._transport.close()
+            self._arm_timer()
+        if flags & ABORT:
+            self._abort()
+
+    def _arm_timer(self) -> None:
+        """Call the session's ``tick`` at its next deadline (and only then)."""
+        session = self._session
+        loop = self._loop
+        if session is None or loop is None or (self._lost is not None and self._lost.done()):
+            return
+        when = session.deadline()
+        timer = self._timer
+        if timer is not None:
+            if timer.when() == when:
+                return
+            timer.cancel()
+        self._timer = None if when is None else loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        session = self._session
+        assert session is not None
+        flags = session.tick()
+        if flags:
+            self._act(flags)
+        if not flags & ABORT:
+            self._arm_timer()
 
     async def _send_held_pong(self) -> None:
         """Write the pong the core held back, once the write buffer has drained."""
@@ -448,11 +482,11 @@ class Connection(BaseConnection):
             await self._wait_writable()
         finally:
             self._pong_task = None
-        proto = self._proto
-        assert proto is not None
-        if proto.pong_held and not self._write_blocked():
-            proto.defer_pongs = False
-            self._write(proto.data_to_send())
+        session = self._session
+        if session is not None and not self._write_blocked():
+            flags = session.release_pong()
+            if flags:
+                self._act(flags)
 
     def _wake_pong_waiters(self) -> None:
         if self._pong_waiters:
@@ -461,29 +495,21 @@ class Connection(BaseConnection):
             for waiter in waiters:
                 _wake(waiter)
 
-    def _finish(self, code: int, reason: str | None) -> None:
-        super()._finish(code, reason)
-        self._wake_pong_waiters()
-
     def _eof_received(self) -> bool:
         # Returning False lets the transport close itself; connection_lost follows.
         return False
 
     def _connection_lost(self, exc: BaseException | None) -> None:
-        proto = self._proto
-        if proto is None:
+        session = self._session
+        if session is None:
             return
-        if proto.stalled:
-            # Messages that arrived before the loss are still delivered.
-            messages = proto.receive_data(b"")
-            if messages:
-                self._deliver(messages)
-        proto.connection_lost()
+        flags = session.lost()
         self._coalesced = None
-        self._finish(proto.close_code or CloseCode.ABNORMAL_CLOSURE, proto.close_reason)
-        for handle in (self._keepalive_handle, self._close_handle):
-            if handle is not None:
-                handle.cancel()
+        if flags:
+            self._act(flags & (MESSAGES | PONG | CLOSED))
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._write_paused = False
         for waiter in self._drain_waiters:
             _wake(waiter)
@@ -506,32 +532,16 @@ class Connection(BaseConnection):
             self._transport.pause_reading()
 
     def _resume_reading(self) -> None:
-        proto = self._proto
-        if proto is not None and proto.stalled:
+        session = self._session
+        if session is not None:
             # First the bytes already received but left unparsed.
-            self._data_received(b"")
-            if self._read_paused:
+            flags = session.resume(self._write_blocked())
+            if flags:
+                self._act(flags)
+            if self._inbox.paused:
                 return
         if self._transport is not None and not self._transport.is_closing():
             self._transport.resume_reading()
-
-    def _on_protocol_closed(self) -> None:
-        """The closing handshake completed, or the connection failed."""
-        proto = self._proto
-        assert proto is not None and self._transport is not None
-        self._finish(proto.close_code or CloseCode.ABNORMAL_CLOSURE, proto.close_reason)
-        if self._keepalive_handle is not None:
-            self._keepalive_handle.cancel()
-            self._keepalive_handle = None
-        if self._client and not proto.failed:
-            # RFC 6455 7.1.1: the server closes TCP first; give it close_timeout.
-            if self._close_handle is None and self._loop is not None:
-                self._close_handle = self._loop.call_later(self.close_timeout, self._abort)
-        else:
-            self._flush()
-            self._transport.close()
-            if self._close_handle is None and self._loop is not None:
-                self._close_handle = self._loop.call_later(self.close_timeout, self._abort)
 
     def _abort(self) -> None:
         if self._transport is not None:
@@ -577,9 +587,6 @@ class Connection(BaseConnection):
             transport.write(chunk)
         self._burst = True
 
-    # The name the adapters knew before writes were coalesced.
-    _write_raw = _write
-
     def _end_burst(self) -> None:
         self._flush_scheduled = False
         self._burst = False
@@ -610,12 +617,13 @@ class Connection(BaseConnection):
         Raises:
             ConnectionClosed: The connection is closing or closed.
         """
-        proto = self._proto
-        if proto is None or proto.state is not _OPEN or self._close_called:
+        session = self._session
+        if session is None or session.protocol.state is not _OPEN or self._inbox.close_called:
             raise self._send_closed_error()
+        proto = session.protocol
         if self._send_queue or self._write_blocked():
             await self._wait_send_turn()
-            if proto.state is not State.OPEN:
+            if proto.state is not _OPEN:
                 raise self._send_closed_error()
         if not isinstance(data, (str, bytes, bytearray, memoryview)):
             data = str(data)
@@ -648,10 +656,9 @@ class Connection(BaseConnection):
                 _wake(queue[0])
 
     def _send_closed_error(self) -> ConnectionClosed:
-        proto = self._proto
-        if proto is not None and proto.close_code is not None:
-            return ConnectionClosed(proto.close_code, proto.close_reason)
-        return self._closed_exception()
+        if self._session is not None:
+            return self._session.send_error()
+        return self._inbox.closed_error()
 
     async def ping(self, data: bytes | None = None) -> float:
         """Send a ping and wait for its pong.
@@ -662,58 +669,22 @@ class Connection(BaseConnection):
         Raises:
             ConnectionClosed: The connection closed before the pong arrived.
         """
-        proto = self._proto
-        if proto is None or proto.state is not State.OPEN:
-            raise self._send_closed_error()
+        session = self._session
+        if session is None:
+            raise self._inbox.closed_error()
         loop = asyncio.get_running_loop()
         # Taken before the core records its own send time, so that the result is
         # never below ``latency``.
         sent = loop.time()
-        payload, frame = proto.ping(data)
+        payload, frame = session.ping(data)
         self._write(frame)
-        while payload in proto._pings:
-            if self._finished:
-                raise self._closed_exception()
+        while session.ping_pending(payload):
+            if self._inbox.finished:
+                raise self._inbox.closed_error()
             waiter: asyncio.Future[None] = loop.create_future()
             self._pong_waiters.append(waiter)
             await waiter
         return loop.time() - sent
-
-    def _keepalive(self) -> None:
-        """Send a ping every ``ping_interval``; fail if one waits over ``ping_timeout``."""
-        proto = self._proto
-        loop = self._loop
-        interval = self.ping_interval
-        if proto is None or loop is None or not interval or proto.state is not State.OPEN:
-            return
-        timeout = self.ping_timeout if self.ping_timeout is not None else interval
-        now = loop.time()
-        oldest = proto.oldest_unanswered_ping
-        if oldest is not None and now - oldest >= timeout - 1e-9:
-            logger.info("keepalive ping timeout after %.3f s; failing the connection", now - oldest)
-            self._fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
-            return
-        if now >= self._next_ping - 1e-9:
-            _, frame = proto.ping()
-            self._write(frame)
-            self._next_ping = now + interval
-        # Wake up for the next ping, or when the oldest ping's pong is overdue.
-        when = self._next_ping
-        oldest = proto.oldest_unanswered_ping
-        if oldest is not None:
-            when = min(when, oldest + timeout)
-        self._keepalive_handle = loop.call_at(when, self._keepalive)
-
-    def _fail(self, code: int, reason: str | None = None) -> None:
-        """Fail the connection: send a close frame with ``code`` and close TCP."""
-        proto = self._proto
-        if proto is None or proto.state is State.CLOSED:
-            return
-        proto.fail(code, reason)
-        out = proto.data_to_send()
-        if out:
-            self._write(out)
-        self._on_protocol_closed()
 
     # -- closing -------------------------------------------------------------------
 
@@ -732,22 +703,19 @@ class Connection(BaseConnection):
             ValueError: ``reason`` is a code that may not be sent (RFC 6455 7.4);
                 nothing was done.
         """
-        reason = check_close_code(reason)
-        self._close_called = True
+        code = check_close_code(reason)
         self.connected = False
-        proto = self._proto
-        if proto is None or self._lost is None:
+        session = self._session
+        if session is None or self._lost is None:
+            self._inbox.close_requested()
             return
-        if self._read_paused:
-            # The peer's close frame may wait behind messages nobody will receive.
-            self._read_paused = False
+        flags = session.close(code, message)
+        if flags:
+            self._act(flags)
+        if self._inbox.resumed:
+            self._inbox.resumed = False
             self._resume_reading()
-        if proto.state is State.OPEN:
-            frame = proto.close(reason or CloseCode.NORMAL_CLOSURE, message)
-            self._write(frame)
-            assert self._loop is not None
-            if self._close_handle is None:
-                self._close_handle = self._loop.call_later(self.close_timeout, self._abort)
+        self._arm_timer()
         if not self._lost.done():
             await asyncio.shield(self._lost)
 
@@ -794,11 +762,11 @@ class StreamProtocol(asyncio.BufferedProtocol):
         """Lend the transport the thread's read buffer.
 
         While a large binary frame arrives, lend it the rest of that frame's
-        payload buffer instead (``Protocol.receive_buffer``): no copy at all.
+        payload buffer instead (``Session.receive_buffer``): no copy at all.
         """
         conn = self.conn
-        if conn is not None and conn._proto is not None and conn._proto._partial is not None:
-            direct = conn._proto.receive_buffer()
+        if conn is not None and conn._session is not None:
+            direct = conn._session.receive_buffer()
             if direct is not None:
                 self._direct = True
                 return direct

@@ -152,5 +152,5 @@ async def accept_aiohttp(conn: ServerConnection, request: web.Request) -> None:
     # set_parser() hands over what aiohttp buffered, which can fill the message
     # queue and pause reading, and then lets aiohttp resume the reading it had
     # paused for that buffer: pause again, or nothing would stop the client.
-    if conn._read_paused and not transport.is_closing():
+    if conn._inbox.paused and not transport.is_closing():
         transport.pause_reading()

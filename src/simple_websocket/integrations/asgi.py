@@ -18,6 +18,7 @@ from ..asyncio.connection import BaseConnection
 from ..errors import ConnectionClosed, HandshakeError
 from ..sansio.handshake import HandshakeRequest, choose_subprotocol, normalize_subprotocols
 from ..sansio.protocol import CloseCode, check_close_code
+from ..sansio.session import too_big, too_big_reason
 
 __all__ = ["ASGIConnection"]
 
@@ -32,6 +33,9 @@ class ASGIConnection(BaseConnection):
     Create it with :meth:`accept` (or ``AioServer.accept(asgi=(scope, receive,
     send))``).
     """
+
+    #: Always the server side (as simple-websocket 1.1's attribute says).
+    is_server = True
 
     def __init__(
         self,
@@ -129,14 +133,13 @@ class ASGIConnection(BaseConnection):
                 if kind == "websocket.receive":
                     text = event.get("text")
                     message = text if text is not None else bytes(event.get("bytes") or b"")
-                    if self._too_big(message):
+                    if too_big(message, self.max_message_size):
                         # The ASGI server assembled it already; refuse it as the
                         # engine does (the server's own limit may be larger), and
                         # read on until the server reports the disconnect.
                         self.connected = False
                         self._start_close(
-                            CloseCode.MESSAGE_TOO_BIG,
-                            f"Message larger than {self.max_message_size} bytes",
+                            CloseCode.MESSAGE_TOO_BIG, too_big_reason(self.max_message_size)
                         )
                         continue
                     if not self._close_sent:
@@ -157,13 +160,6 @@ class ASGIConnection(BaseConnection):
         finally:
             self._closed_event.set()
 
-    def _too_big(self, message: str | bytes) -> bool:
-        limit = self.max_message_size
-        if limit is None or len(message) <= limit // 4:
-            return False
-        size = len(message.encode("utf-8")) if isinstance(message, str) else len(message)
-        return size > limit
-
     def _pause_reading(self) -> None:
         self._can_read.clear()
 
@@ -176,8 +172,8 @@ class ASGIConnection(BaseConnection):
         Raises:
             ConnectionClosed: The connection is closing or closed.
         """
-        if self._finished:
-            raise self._closed_exception()
+        if self._inbox.finished:
+            raise self._inbox.closed_error()
         if self._sent_close is not None:
             raise ConnectionClosed(*self._sent_close)
         if isinstance(data, (bytes, bytearray, memoryview)):
@@ -206,9 +202,9 @@ class ASGIConnection(BaseConnection):
             ValueError: ``reason`` is a code that may not be sent (RFC 6455 7.4).
         """
         code = check_close_code(reason)
-        self._close_called = True
+        self._inbox.close_called = True
         self.connected = False
-        if self._finished and not self._close_sent:
+        if self._inbox.finished and not self._close_sent:
             # The client is gone (a disconnect, or a failed send): nothing to close.
             if self._reader is not None and not self._reader.done():
                 self._reader.cancel()

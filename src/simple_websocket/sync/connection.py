@@ -29,7 +29,6 @@ import selectors
 import socket
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Self
@@ -40,6 +39,17 @@ from wsproto.extensions import Extension
 from ..errors import ConnectionClosed
 from ..sansio.limits import UNSET, Unset, message_limits
 from ..sansio.protocol import CloseCode, Protocol, State, check_close_code
+from ..sansio.session import (
+    ABORT,
+    CLOSE_TRANSPORT,
+    CLOSED,
+    MESSAGES,
+    PONG,
+    WRITE,
+    Inbox,
+    Message,
+    Session,
+)
 
 __all__ = [
     "BaseConnection",
@@ -52,9 +62,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("simple_websocket")
-
-#: A WebSocket message: ``str`` for a text message, ``bytes`` for a binary one.
-Message = str | bytes
 
 
 class EventLike(TypingProtocol):
@@ -113,8 +120,7 @@ class BaseConnection:
         max_queue: int = 16,
         event_class: EventFactory | None = None,
     ) -> None:
-        if max_queue < 1:
-            raise ValueError("max_queue must be at least 1")
+        self._inbox = Inbox(max_queue)
         self.max_message_size, self._max_inflated_size = message_limits(max_message_size)
         self.subprotocol: str | None = None
         self.connected = False
@@ -128,15 +134,8 @@ class BaseConnection:
         self._event_class: EventFactory = event_class or _default_event
         # Guards every field shared with the reader thread; held only briefly.
         self._lock = threading.Lock()
-        self._messages: deque[Message] = deque()
         # Set whenever a message arrives or the connection finishes.
         self._message_event = self._event_class()
-        # True once no further message can arrive (close frame received, connection
-        # failed or lost).
-        self._finished = False
-        # True once the user called close().
-        self._close_called = False
-        self._read_paused = False
 
     # -- to be provided by subclasses ---------------------------------------------
 
@@ -157,30 +156,11 @@ class BaseConnection:
 
     # -- receiving -----------------------------------------------------------------
 
-    def _deliver_locked(self, messages: Sequence[Message]) -> None:
-        """Queue received messages (the lock is held); pause reading when full."""
-        self._messages.extend(messages)
-        # Once close() was called, reading must go on: the peer's close frame may be
-        # behind the messages (see close()).
-        if (
-            not self._read_paused
-            and not self._close_called
-            and len(self._messages) >= self.max_queue
-        ):
-            self._read_paused = True
-
-    def _finish_locked(self, code: int, reason: str | None) -> bool:
-        """Record that no more messages will arrive, and why (the lock is held)."""
-        if self._finished:
-            return False
-        self._finished = True
+    def _finished_locked(self) -> None:
+        """The inbox was just finished (the lock is held): publish how."""
         self.connected = False
-        self.close_reason = code
-        self.close_message = reason
-        return True
-
-    def _closed_exception(self) -> ConnectionClosed:
-        return ConnectionClosed(self.close_reason, self.close_message)
+        self.close_reason = self._inbox.close_code
+        self.close_message = self._inbox.close_reason
 
     def receive(self, timeout: float | None = None) -> Message | None:
         """Receive the next message.
@@ -200,15 +180,14 @@ class BaseConnection:
         event = self._message_event
         while True:
             with self._lock:
-                messages = self._messages
-                if messages:
-                    message = messages.popleft()
-                    resume = self._read_paused and len(messages) <= self.max_queue // 4
-                    if resume:
-                        self._read_paused = False
+                inbox = self._inbox
+                if inbox.messages:
+                    message = inbox.take()
+                    resume = inbox.resumed
+                    inbox.resumed = False
                     break
-                if self._finished:
-                    raise self._closed_exception()
+                if inbox.finished:
+                    raise inbox.closed_error()
                 event.clear()
             if deadline is None:
                 event.wait()
@@ -224,7 +203,7 @@ class BaseConnection:
     @property
     def close_requested(self) -> bool:
         """``True`` once ``close()`` was called on this side."""
-        return self._close_called
+        return self._inbox.close_called
 
     # -- iteration and context management ----------------------------------------
 
@@ -240,9 +219,7 @@ class BaseConnection:
         try:
             message = self.receive()
         except ConnectionClosed as exc:
-            if exc.reason in (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY) or (
-                self._close_called
-            ):
+            if self._inbox.ends_iteration(exc):
                 raise StopIteration from None
             raise
         assert message is not None
@@ -313,7 +290,9 @@ class Connection(BaseConnection):
         self._selector_class = selector_class
         self.sock: socket.socket | None = None
         self.thread: Any = None
-        self._proto: Protocol | None = None
+        self._session: Session | None = None
+        # The reader stops: the server closes TCP first, or the connection failed.
+        self._stop = False
         self._owns_socket = True
         self._initial_data = b""
         self._resume_event = self._event_class()
@@ -326,10 +305,11 @@ class Connection(BaseConnection):
         self._writing = False
         self._write_waiters: list[_Writer] = []
         self._write_error: BaseException | None = None
-        self._next_ping = 0.0
-        # Client side, after the closing handshake: when to stop waiting for the
-        # server to close TCP (RFC 6455 7.1.1).
-        self._eof_deadline: float | None = None
+
+    @property
+    def is_server(self) -> bool:
+        """``True`` on the server side of the connection (as in simple-websocket 1.1)."""
+        return not self._client
 
     # -- attaching -------------------------------------------------------------
 
@@ -355,18 +335,24 @@ class Connection(BaseConnection):
         sock.settimeout(None)
         self.sock = sock
         self._owns_socket = owns_socket
-        self._proto = Protocol(
+        proto = Protocol(
             self._client,
             extensions,
             max_message_size=self.max_message_size,
             clock=time.monotonic,
             max_inflated_size=self._max_inflated_size,
         )
+        self._session = Session(
+            proto,
+            self._inbox,
+            time.monotonic,
+            ping_interval=self.ping_interval,
+            ping_timeout=self.ping_timeout,
+            close_timeout=self.close_timeout,
+        )
         self.subprotocol = subprotocol
         self.connected = True
         self._initial_data = initial_data
-        if self.ping_interval:
-            self._next_ping = time.monotonic() + self.ping_interval
         if self._thread_class is None:
             thread: Any = threading.Thread(
                 target=self._run, name="simple_websocket.reader", daemon=True
@@ -379,7 +365,7 @@ class Connection(BaseConnection):
     @property
     def latency(self) -> float | None:
         """Round-trip time of the last answered ping in seconds, or ``None``."""
-        return self._proto.latency if self._proto is not None else None
+        return self._session.protocol.latency if self._session is not None else None
 
     @property
     def local_address(self) -> Any:
@@ -406,9 +392,10 @@ class Connection(BaseConnection):
             self._shutdown()
 
     def _read_loop(self) -> None:
-        proto = self._proto
+        session = self._session
         sock = self.sock
-        assert proto is not None and sock is not None
+        assert session is not None and sock is not None
+        inbox = self._inbox
         if self._initial_data:
             data, self._initial_data = self._initial_data, b""
             self._process(data)
@@ -416,22 +403,18 @@ class Connection(BaseConnection):
         try:
             while True:
                 with self._lock:
-                    state = proto.state
-                    paused = self._read_paused
+                    flags = session.tick()
+                    self._step_locked(flags)
+                    paused = inbox.paused
                     if paused:
                         self._resume_event.clear()
-                    stalled = proto.stalled
-                timeout: float | None
-                if state is State.CLOSED:
-                    if self._eof_deadline is None:
-                        return
-                    timeout = self._eof_deadline - time.monotonic()
-                    if timeout <= 0:
-                        return
-                else:
-                    timeout = self._keepalive()
-                    if proto.state is State.CLOSED:
-                        continue
+                    stalled = session.protocol.stalled
+                    deadline = session.deadline()
+                if flags:
+                    self._wake(flags)
+                if flags & ABORT or self._stop:
+                    return
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
                 if paused:
                     self._resume_event.wait(timeout)
                     continue
@@ -461,118 +444,42 @@ class Connection(BaseConnection):
                     selector.close()
 
     def _process(self, data: bytes) -> None:
-        """Feed ``data`` to the core; deliver messages and write what it answers."""
-        proto = self._proto
-        assert proto is not None
+        """Feed ``data`` to the session; deliver messages and write what it answers."""
+        session = self._session
+        assert session is not None
         with self._lock:
-            # Parse no more messages than the queue has room for: the rest of the
-            # bytes wait in the core while reading is paused (one read of compressed
-            # data can hold thousands of messages). After close() the peer's close
-            # frame must be found, so everything is parsed.
-            room = None if self._close_called else max(1, self.max_queue - len(self._messages))
-            messages = proto.receive_data(data, room)
-            if messages:
-                self._deliver_locked(messages)
-            pongs = bool(proto.take_pongs())
-            out = proto.data_to_send()
-            if out:
-                self._enqueue_locked(out)
-            closed = proto.state is State.CLOSED and self._on_closed_locked()
-        if messages or closed:
+            flags = session.feed(data)
+            self._step_locked(flags)
+        if flags:
+            self._wake(flags)
+
+    def _step_locked(self, flags: int) -> None:
+        """Do the part of a session step that needs the lock: queue its output."""
+        if flags & WRITE:
+            assert self._session is not None
+            self._enqueue_locked(self._session.output)
+        if flags & CLOSED:
+            self._finished_locked()
+            if flags & CLOSE_TRANSPORT:
+                self._stop = True
+
+    def _wake(self, flags: int) -> None:
+        """Do the rest of a session step, without the lock: wake threads, write."""
+        if flags & (MESSAGES | CLOSED):
             self._message_event.set()
-        if pongs or closed:
+        if flags & (PONG | CLOSED):
             self._pong_event.set()
-        if out:
-            self._flush()
-
-    def _on_closed_locked(self) -> bool:
-        """The closing handshake completed or the connection failed (lock held)."""
-        proto = self._proto
-        assert proto is not None
-        if not self._finish_locked(
-            proto.close_code or CloseCode.ABNORMAL_CLOSURE, proto.close_reason
-        ):
-            return False
-        if self._client and not proto.failed:
-            # RFC 6455 7.1.1: the server closes TCP first; give it close_timeout.
-            self._eof_deadline = time.monotonic() + self.close_timeout
-        return True
-
-    def _keepalive(self) -> float | None:
-        """Send a ping every ``ping_interval``; fail if one waits over ``ping_timeout``.
-
-        Returns:
-            Seconds until the next keepalive check, or ``None`` without keepalive.
-        """
-        interval = self.ping_interval
-        proto = self._proto
-        if not interval or proto is None:
-            return None
-        timeout = self.ping_timeout if self.ping_timeout is not None else interval
-        now = time.monotonic()
-        sent = False
-        with self._lock:
-            if proto.state is not State.OPEN:
-                return None
-            oldest = proto.oldest_unanswered_ping
-            age = 0.0 if oldest is None else now - oldest
-            expired = oldest is not None and age >= timeout - 1e-9
-            when = self._next_ping
-            if not expired:
-                if now >= self._next_ping - 1e-9:
-                    _, frame = proto.ping()
-                    self._enqueue_locked(frame)
-                    self._next_ping = now + interval
-                    sent = True
-                # Wake up for the next ping, or when the oldest ping's pong is overdue.
-                when = self._next_ping
-                oldest = proto.oldest_unanswered_ping
-                if oldest is not None:
-                    when = min(when, oldest + timeout)
-        if expired:
-            logger.info("keepalive ping timeout after %.3f s; failing the connection", age)
-            self._fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
-            return None
-        if sent:
-            self._flush()
-        return max(0.0, when - time.monotonic())
-
-    def _fail(self, code: int, reason: str | None = None) -> None:
-        """Fail the connection: send a close frame with ``code`` and close TCP."""
-        proto = self._proto
-        if proto is None:
-            return
-        with self._lock:
-            if proto.state is State.CLOSED:
-                return
-            proto.fail(code, reason)
-            out = proto.data_to_send()
-            if out:
-                self._enqueue_locked(out)
-            closed = self._on_closed_locked()
-        if closed:
-            self._message_event.set()
-            self._pong_event.set()
-        if out:
+        if flags & WRITE:
             self._flush()
 
     def _shutdown(self) -> None:
         """End of the reader: record the end, write what is left, close the socket."""
-        proto = self._proto
+        session = self._session
         sock = self.sock
-        assert proto is not None and sock is not None
+        assert session is not None and sock is not None
         with self._lock:
-            if proto.stalled:
-                # Messages that arrived before the end are still delivered.
-                messages = proto.receive_data(b"")
-                if messages:
-                    self._messages.extend(messages)
-            proto.connection_lost()
-            out = proto.data_to_send()
-            if out:
-                self._enqueue_locked(out)
-            self._finish_locked(proto.close_code or CloseCode.ABNORMAL_CLOSURE, proto.close_reason)
-            self._read_paused = False
+            # Messages that arrived before the end are still delivered.
+            self._step_locked(session.lost())
         self._message_event.set()
         self._pong_event.set()
         # The close frame (or its answer) goes out before TCP is closed; a writer
@@ -580,9 +487,7 @@ class Connection(BaseConnection):
         self._flush(wait=True)
         with self._lock:
             if self._write_error is None:
-                self._write_error = ConnectionClosed(
-                    proto.close_code or CloseCode.ABNORMAL_CLOSURE, proto.close_reason
-                )
+                self._write_error = self._inbox.closed_error()
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
         if self._owns_socket:
@@ -687,20 +592,21 @@ class Connection(BaseConnection):
         if not isinstance(data, (bytes, bytearray, memoryview)):
             data = data if isinstance(data, str) else str(data)
         with self._lock:
-            proto = self._proto
-            if proto is None or proto.state is not State.OPEN or self._close_called:
+            session = self._session
+            if (
+                session is None
+                or session.protocol.state is not State.OPEN
+                or self._inbox.close_called
+            ):
                 raise self._send_closed_error()
-            seq = self._enqueue_locked(proto.send(data))
+            seq = self._enqueue_locked(session.protocol.send(data))
         if not self._flush(seq, wait=True):
             raise self._send_closed_error()
 
     def _send_closed_error(self) -> ConnectionClosed:
-        proto = self._proto
-        if proto is not None and proto.close_code is not None:
-            return ConnectionClosed(proto.close_code, proto.close_reason)
-        if self._write_error is not None and not self._finished:
-            return ConnectionClosed(CloseCode.ABNORMAL_CLOSURE, None)
-        return self._closed_exception()
+        if self._session is None:
+            return self._inbox.closed_error()
+        return self._session.send_error(lost=self._write_error is not None)
 
     def ping(self, data: bytes | None = None) -> float:
         """Send a ping and wait for its pong.
@@ -711,22 +617,22 @@ class Connection(BaseConnection):
         Raises:
             ConnectionClosed: The connection closed before the pong arrived.
         """
-        proto = self._proto
+        session = self._session
+        if session is None:
+            raise self._inbox.closed_error()
         with self._lock:
-            if proto is None or proto.state is not State.OPEN:
-                raise self._send_closed_error()
             # Taken before the core records its own send time, so that the result
             # is never below ``latency``.
             sent = time.monotonic()
-            payload, frame = proto.ping(data)
+            payload, frame = session.ping(data)
             seq = self._enqueue_locked(frame)
         self._flush(seq, wait=True)
         while True:
             with self._lock:
-                if payload not in proto._pings:
+                if not session.ping_pending(payload):
                     return time.monotonic() - sent
-                if self._finished:
-                    raise self._closed_exception()
+                if self._inbox.finished:
+                    raise self._inbox.closed_error()
                 self._pong_event.clear()
             self._pong_event.wait()
 
@@ -742,26 +648,22 @@ class Connection(BaseConnection):
             ValueError: ``reason`` is a code that may not be sent (RFC 6455 7.4);
                 nothing was done.
         """
-        reason = check_close_code(reason)
-        proto = self._proto
-        seq = None
+        code = check_close_code(reason)
+        session = self._session
         with self._lock:
-            self._close_called = True
             self.connected = False
-            if proto is None:
+            if session is None:
+                self._inbox.close_requested()
                 return
-            resume = self._read_paused
-            # The peer's close frame may wait behind messages nobody will receive.
-            self._read_paused = False
-            if proto.state is State.OPEN:
-                frame = proto.close(reason or CloseCode.NORMAL_CLOSURE, message)
-                if frame:
-                    seq = self._enqueue_locked(frame)
+            flags = session.close(code, message)
+            self._step_locked(flags)
+            resume = self._inbox.resumed
+            self._inbox.resumed = False
         if resume:
             self._resume_event.set()
-        if seq is not None:
+        if flags:
             # Do not wait behind a write in progress: the deadline below covers it.
-            self._flush()
+            self._wake(flags)
         if not self._done.wait(self.close_timeout):
             self._abort()
             self._done.wait(self.close_timeout)
@@ -772,7 +674,7 @@ class Connection(BaseConnection):
         Returns:
             ``True`` once closed, ``False`` if ``timeout`` passed first.
         """
-        if self._proto is None:
+        if self._session is None:
             return True
         return bool(self._done.wait(timeout))
 
