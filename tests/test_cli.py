@@ -59,7 +59,7 @@ async def echo_server():
 
 async def test_interactive_session_against_the_echo_server(echo_server):
     url, server = echo_server
-    stdin = b'hello\n{"a": [1, 2]}\n/ping\n/binary 00ff10\n/nope\n/help\n'
+    stdin = b'hello\n{"a": [1, 2]}\n/binary 00ff10\n/ping\n/nope\n/help\n'
     code, out, err = await cli("--json", url, stdin=stdin)
     assert code == 0, err
     lines = out.splitlines()

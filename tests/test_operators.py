@@ -189,12 +189,12 @@ async def test_slow_consumer_keeps_memory_bounded():
             if ws.transport.is_reading():
                 await asyncio.wait_for(paused.wait(), 5)
             assert not ws.transport.is_reading()
-            assert len(ws._messages) <= ws.max_queue
+            assert len(ws._inbox.messages) <= ws.max_queue
             assert not sent.is_set()  # the producer is blocked by TCP flow control
             total = 1
             async for _ in s:
                 total += 1
-                assert len(ws._messages) <= ws.max_queue
+                assert len(ws._inbox.messages) <= ws.max_queue
                 if total == count:
                     break
         assert sent.is_set()

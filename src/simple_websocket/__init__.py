@@ -22,7 +22,9 @@ from .errors import (
     GapError,
     HandshakeError,
     HandshakeRejected,
+    IdleTimeout,
     OpenTimeout,
+    OutboxFull,
     ProxyError,
     RequestTimeout,
     SimpleWebsocketError,
@@ -35,14 +37,13 @@ from .ws import Client, Server
 if TYPE_CHECKING:  # pragma: no cover
     from .channels import TypedChannel
     from .codecs import Codec, JsonCodec, PydanticCodec
-    from .reconnect import Backoff, OutboxFull, ReconnectingClient
+    from .reconnect import Backoff, ReconnectingClient
     from .subscriptions import Subscription
 
 __version__ = "2.0.0.dev0"
 
 _LAZY = {
     "Backoff": "reconnect",
-    "OutboxFull": "reconnect",
     "ReconnectingClient": "reconnect",
     "TypedChannel": "channels",
     "Codec": "codecs",
@@ -84,6 +85,7 @@ __all__ = [  # noqa: RUF022
     "HandshakeRejected",
     "HandshakeRequest",
     "HTTPResponse",
+    "IdleTimeout",
     "JsonCodec",
     "OpenTimeout",
     "OutboxFull",

@@ -90,7 +90,6 @@ class AioServer(ServerConnection):
             **options,
         )
         self.mode = "unknown"
-        self._source = request
         self.headers: Any = {}
 
     @overload

@@ -23,8 +23,12 @@ The tree::
           │                                (also a ``TypeError``); nothing was sent
           ├── RequestTimeout               no response to a typed request in time
           │                                (also a builtin ``TimeoutError``)
-          └── GapError(expected, received) a subscription's sequence has a gap that
-                                           was not filled
+          ├── GapError(expected, received) a subscription's sequence has a gap that
+          │                                was not filled
+          ├── IdleTimeout(timeout)         no message within a pipeline's ``idle_timeout``
+          │                                (also a builtin ``TimeoutError``)
+          └── OutboxFull                   ``send()`` during an outage found the reconnecting
+                                           client's outbox full (policy ``"raise"``)
 
 ``ConnectionError`` and ``ConnectionClosed`` keep the constructor signatures and
 attributes of simple-websocket 1.1, so ``except simple_websocket.ConnectionError``
@@ -53,7 +57,9 @@ __all__ = [
     "GapError",
     "HandshakeError",
     "HandshakeRejected",
+    "IdleTimeout",
     "OpenTimeout",
+    "OutboxFull",
     "ProxyError",
     "RequestTimeout",
     "SimpleWebsocketError",
@@ -304,3 +310,19 @@ class GapError(SimpleWebsocketError):
             f"sequence gap: expected {expected}, received {received} "
             f"({missing} message{'s' if missing != 1 else ''} missing)"
         )
+
+
+class IdleTimeout(SimpleWebsocketError, TimeoutError):
+    """No item arrived within the ``idle_timeout`` of a pipeline.
+
+    Attributes:
+        timeout: The timeout in seconds.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        super().__init__(f"No message within {timeout} s")
+
+
+class OutboxFull(SimpleWebsocketError):
+    """``send()`` during an outage found the outbox full (policy ``"raise"``)."""

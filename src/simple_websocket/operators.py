@@ -31,7 +31,7 @@ from aiostream import operator, pipable_operator, streamcontext
 from aiostream.stream import timeout as _timeout
 
 from .codecs import Codec
-from .errors import DecodeError, SimpleWebsocketError
+from .errors import DecodeError, IdleTimeout, SimpleWebsocketError
 
 __all__ = ["IdleTimeout", "batch", "decode", "encode", "idle_timeout", "messages", "send_to"]
 
@@ -53,18 +53,6 @@ class _Closable(Protocol[T_co]):
     def __aiter__(self) -> AsyncIterator[T_co]: ...  # pragma: no cover
 
     async def close(self, reason: int | None = None, message: str | None = None) -> None: ...
-
-
-class IdleTimeout(SimpleWebsocketError, TimeoutError):
-    """No item arrived within the ``idle_timeout`` of a pipeline.
-
-    Attributes:
-        timeout: The timeout in seconds.
-    """
-
-    def __init__(self, timeout: float) -> None:
-        self.timeout = timeout
-        super().__init__(f"No message within {timeout} s")
 
 
 class _Messages(Protocol):

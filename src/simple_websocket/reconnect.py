@@ -59,8 +59,8 @@ from .errors import (
     Disconnected,
     HandshakeError,
     HandshakeRejected,
+    OutboxFull,
     ProxyError,
-    SimpleWebsocketError,
 )
 from .sansio.protocol import CloseCode, check_close_code
 
@@ -100,10 +100,6 @@ IDLE_TIMEOUT_REASON = "idle timeout"
 """The close reason of a connection failed by ``idle_timeout`` (code 1011)."""
 
 T = TypeVar("T")
-
-
-class OutboxFull(SimpleWebsocketError):
-    """``send()`` during an outage found the outbox full (policy ``"raise"``)."""
 
 
 class _Request:
@@ -325,11 +321,9 @@ async def connections(
     policy = retrying.copy()
     policy.begin()
     state = RetryCallState(policy, fn=None, args=(), kwargs={})
-    attempt = 0
     while True:
         do = await policy.iter(retry_state=state)
         if isinstance(do, DoAttempt):
-            attempt += 1
             logger.info("opening connection (attempt %d)", state.attempt_number)
             try:
                 ws = await open_connection()

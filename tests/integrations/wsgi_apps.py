@@ -32,8 +32,9 @@ for _name in ("Server", "Client"):
 
 
 def create_flask_app() -> Any:
-    """A Flask app with flask-sock routes ``/echo`` and ``/info``."""
-    from flask import Flask
+    """A Flask app with flask-sock routes ``/echo`` and ``/info``, and ``/returning``,
+    a plain view that accepts a WebSocket itself."""
+    from flask import Flask, request
     from flask_sock import Sock
 
     flask_app = Flask(__name__)
@@ -52,6 +53,18 @@ def create_flask_app() -> Any:
                 ws.close(1000, "asked to close")
                 return
             ws.send(data)
+
+    @flask_app.route("/returning", websocket=True)
+    def returning() -> str:
+        # As python-engineio does: the view returns once the WebSocket ended,
+        # without close(), and the WSGI server then writes this response.
+        ws = _ws.Server.accept(request.environ)
+        try:
+            for message in ws:
+                ws.send(message)
+        except ConnectionClosed:
+            pass
+        return "the WSGI server's own response"
 
     @sock.route("/info/<name>")
     def info(ws: Any, name: str) -> None:

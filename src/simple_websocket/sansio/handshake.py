@@ -364,9 +364,13 @@ def _validate(request: HandshakeRequest) -> tuple[str, dict[str, list[str]]]:
     version = _index_first(index, "sec-websocket-version")
     if version != "13":
         raise HandshakeError(f"unsupported Sec-WebSocket-Version {version!r}", 426)
-    key = _index_first(index, "sec-websocket-key")
-    if key is None:
+    keys = index.get("sec-websocket-key")
+    if keys is None:
         raise HandshakeError("missing Sec-WebSocket-Key header", 400)
+    if len(keys) > 1:
+        # RFC 6455 4.2.1: exactly one key; which one to answer would be a guess.
+        raise HandshakeError("more than one Sec-WebSocket-Key header", 400)
+    key = keys[0]
     try:
         # What base64.b64decode(..., validate=True) does, without its wrapper.
         raw = binascii.a2b_base64(key.encode("ascii"), strict_mode=True)

@@ -1,0 +1,267 @@
+"""What every asynchronous WebSocket connection offers, whatever moves its bytes.
+
+:class:`BaseConnection` keeps the received messages in the core's
+:class:`~simple_websocket.sansio.session.Inbox` (its flow-control and iteration
+rules) and offers ``receive(timeout)``, the async iterator and async context manager
+protocols and the conveniences over the extensions. The asyncio engine
+(:class:`simple_websocket.asyncio.connection.Connection`) and the ASGI adapter build
+on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self, TypeVar, overload
+
+from typing_extensions import Unpack
+
+from ..errors import ConnectionClosed
+from ..sansio.limits import UNSET, Unset, message_limits
+from ..sansio.protocol import CloseCode
+from ..sansio.session import Inbox, Message
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aiostream import Stream
+
+    from ..channels import ChannelOptions, TypedChannel
+
+__all__ = ["BaseConnection", "Message"]
+
+_T = TypeVar("_T")
+_TIMEOUT = object()
+
+
+def _wake(waiter: asyncio.Future[Any], value: Any = None) -> None:
+    if not waiter.done():
+        waiter.set_result(value)
+
+
+class BaseConnection:
+    """What every asynchronous WebSocket connection offers.
+
+    Attributes:
+        subprotocol: The negotiated subprotocol, or ``None``.
+        connected: ``True`` while the connection is open; ``False`` once a close was
+            started by either side or the transport was lost.
+        receive_bytes: Kept from simple-websocket 1.1 for compatibility; the engine
+            reads whatever the transport delivers.
+        ping_interval: Seconds between keepalive pings, or ``None``.
+        ping_timeout: Seconds to wait for a pong before failing the connection with
+            close code 1011 (``None``: until the next ping is due).
+        max_message_size: The largest message accepted, in bytes, or ``None``. When
+            it was not given (``UNSET``), this is ``None`` and only compressed messages
+            are limited, to ``MAX_INFLATED_SIZE`` inflated (see ``sansio.limits``).
+        close_timeout: Seconds ``close()`` waits for the closing handshake.
+        max_queue: Received messages buffered before reading from the network pauses.
+        close_reason: The close code once the connection is closed (1005 before).
+        close_message: The close reason text once closed, or ``None``.
+    """
+
+    #: The event loop the connection runs on, once known.
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    def __init__(
+        self,
+        *,
+        receive_bytes: int = 4096,
+        ping_interval: float | None = None,
+        ping_timeout: float | None = None,
+        max_message_size: int | Unset | None = UNSET,
+        close_timeout: float = 5.0,
+        max_queue: int = 16,
+    ) -> None:
+        self._inbox = Inbox(max_queue)
+        self.max_message_size, self._max_inflated_size = message_limits(max_message_size)
+        self.subprotocol: str | None = None
+        self.connected = False
+        self.receive_bytes = receive_bytes
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.close_timeout = close_timeout
+        self.max_queue = max_queue
+        self.close_reason: int = CloseCode.NO_STATUS_RCVD
+        self.close_message: str | None = None
+        self._waiters: list[asyncio.Future[Any]] = []
+
+    # -- to be provided by subclasses ---------------------------------------------
+
+    async def send(self, data: Any) -> None:
+        """Send a message: bytes-like data as binary, anything else as text.
+
+        Raises:
+            ConnectionClosed: The connection is closing or closed.
+        """
+        raise NotImplementedError
+
+    async def close(self, reason: int | None = None, message: str | None = None) -> None:
+        """Close the connection; see the concrete class."""
+        raise NotImplementedError
+
+    def _pause_reading(self) -> None:
+        """Stop taking data from the network (read backpressure)."""
+
+    def _resume_reading(self) -> None:
+        """Take data from the network again."""
+
+    # -- receiving -----------------------------------------------------------------
+
+    def _deliver(self, messages: Sequence[Message]) -> None:
+        """Queue received messages and wake the receivers."""
+        if self._inbox.put(messages):
+            self._pause_reading()
+        self._wake_receivers()
+
+    def _wake_receivers(self) -> None:
+        if self._waiters:
+            waiters = self._waiters
+            self._waiters = []
+            for waiter in waiters:
+                _wake(waiter)
+
+    def _finish(self, code: int, reason: str | None) -> None:
+        """Record that no more messages will arrive, and why."""
+        if self._inbox.finish(code, reason):
+            self._finished()
+
+    def _finished(self) -> None:
+        """The inbox was just finished: publish how, and wake everyone."""
+        self.connected = False
+        self.close_reason = self._inbox.close_code
+        self.close_message = self._inbox.close_reason
+        self._wake_receivers()
+
+    def _take(self) -> Message:
+        inbox = self._inbox
+        message = inbox.take()
+        if inbox.resumed:
+            inbox.resumed = False
+            self._resume_reading()
+        return message
+
+    async def receive(self, timeout: float | None = None) -> Message | None:
+        """Receive the next message.
+
+        Args:
+            timeout: Seconds to wait; ``None`` waits as long as it takes, ``0`` only
+                returns a message that is already buffered.
+
+        Returns:
+            The message (``str`` or ``bytes``), or ``None`` if ``timeout`` passed.
+
+        Raises:
+            ConnectionClosed: The connection is closed and every message received
+                before the close was already returned.
+
+        Cancelling a pending ``receive()`` loses nothing: a message is only taken
+        from the buffer by the call that returns it.
+        """
+        inbox = self._inbox
+        messages = inbox.messages
+        if messages:
+            return self._take()
+        if inbox.finished:
+            raise inbox.closed_error()
+        if timeout is not None and timeout <= 0:
+            return None
+        # The connection's own loop when it has one: get_running_loop() costs a
+        # getpid() system call per call on Python 3.11.
+        loop = self._loop or asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            waiter: asyncio.Future[Any] = loop.create_future()
+            self._waiters.append(waiter)
+            handle = None if deadline is None else loop.call_at(deadline, _wake, waiter, _TIMEOUT)
+            try:
+                result = await waiter
+            finally:
+                if handle is not None:
+                    handle.cancel()
+                if not waiter.done() or waiter.cancelled():
+                    with contextlib.suppress(ValueError):
+                        self._waiters.remove(waiter)
+            if messages:
+                return self._take()
+            if inbox.finished:
+                raise inbox.closed_error()
+            if result is _TIMEOUT:
+                return None
+
+    @property
+    def close_requested(self) -> bool:
+        """``True`` once ``close()`` was called on this side."""
+        return self._inbox.close_called
+
+    # -- extensions ------------------------------------------------------------------
+    # Conveniences over the extension modules, which use only this public
+    # interface; they are imported on first use so the engine does not depend on
+    # pydantic or aiostream being imported.
+
+    @overload
+    def typed(
+        self, receive_type: type[_T], **options: Unpack[ChannelOptions]
+    ) -> TypedChannel[_T]: ...
+
+    @overload
+    def typed(self, receive_type: Any, **options: Unpack[ChannelOptions]) -> TypedChannel[Any]: ...
+
+    def typed(self, receive_type: Any, **options: Unpack[ChannelOptions]) -> TypedChannel[Any]:
+        """Return a typed channel over this connection.
+
+        ``receive_type`` is any type a pydantic ``TypeAdapter`` accepts; see
+        ``simple_websocket.channels.typed`` for ``send``, ``codec``,
+        ``on_invalid``, ``id_field``, ``binary`` and ``max_inbox``. To type
+        checkers, a class ``X`` gives a ``TypedChannel[X]`` and any other form a
+        ``TypedChannel[Any]``.
+        """
+        from ..channels import typed
+
+        return typed(self, receive_type, **options)
+
+    def stream(self, *, close: bool = False) -> Stream[Message]:
+        """Return an ``aiostream`` stream of this connection's messages.
+
+        The stream ends when the connection closes normally and raises
+        ``ConnectionClosed`` otherwise. Leaving it early does not close the
+        connection unless ``close`` is true.
+        """
+        from ..operators import messages
+
+        return messages(self, close=close)
+
+    # -- async iteration and context management ---------------------------------
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Message:
+        """Return the next message.
+
+        Iteration ends quietly when the connection closes normally (1000 or 1001,
+        or after ``close()`` was called) and raises ``ConnectionClosed`` otherwise.
+        """
+        try:
+            message = await self.receive()
+        except ConnectionClosed as exc:
+            if self._inbox.ends_iteration(exc):
+                raise StopAsyncIteration from None
+            raise
+        assert message is not None
+        return message
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close with 1000, or with 1011 when the block raised."""
+        if exc_type is None:
+            await self.close()
+        else:
+            await self.close(CloseCode.INTERNAL_ERROR, "Unexpected error")
