@@ -1,6 +1,7 @@
 """The 1.1 async API (AioClient, AioServer) and serve(), against real peers."""
 
 import asyncio
+import contextlib
 import select
 import socket
 import ssl
@@ -606,3 +607,33 @@ async def test_serve_process_request_keeps_early_frames_and_survives_errors(capl
         echoed = await asyncio.wait_for(reader.readexactly(2 + len(payload)), 5)
         assert echoed == bytes([0x81, len(payload)]) + payload
         writer.close()
+
+
+async def test_is_server_says_which_side_as_in_1_1():
+    sides = {}
+
+    async def handler(ws):
+        sides["server"] = (type(ws), ws.is_server)
+        await ws.close()
+
+    async with simple_websocket.serve(handler, "127.0.0.1", 0) as server:
+        client = await AioClient.connect(f"ws://127.0.0.1:{server.port}/")
+        assert client.is_server is False
+        with contextlib.suppress(ConnectionClosed):
+            await client.receive(5)
+        await client.close()
+    assert sides["server"] == (AioServer, True)
+
+
+async def test_two_keys_get_400_not_101():
+    async with simple_websocket.serve(lambda ws: ws.close(), "127.0.0.1", 0) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        key = "dGhlIHNhbXBsZSBub25jZQ=="
+        writer.write(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Key: {key}\r\n".encode()
+            + b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        status = await asyncio.wait_for(reader.readline(), 5)
+        writer.close()
+    assert status.startswith(b"HTTP/1.1 400 "), status

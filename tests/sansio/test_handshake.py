@@ -215,6 +215,19 @@ def test_validate_request_errors(overrides, status, problem):
     assert info.value.status_code == status
 
 
+@pytest.mark.parametrize("other", [KEY, base64.b64encode(b"fedcba9876543210").decode()])
+def test_two_keys_are_refused(other):
+    """RFC 6455 4.2.1: exactly one key, even when both are the same."""
+    head = upgrade_request().replace(
+        b"\r\n\r\n", f"\r\nsec-websocket-key: {other}\r\n\r\n".encode()
+    )
+    parsed = parse_request_head(head)
+    assert parsed is not None
+    with pytest.raises(HandshakeError, match="more than one Sec-WebSocket-Key") as info:
+        validate_request(parsed[0])
+    assert info.value.status_code == 400
+
+
 @pytest.mark.parametrize(
     "head",
     [

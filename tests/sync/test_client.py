@@ -313,3 +313,37 @@ def test_tiny_receive_bytes_reassembles_frames() -> None:
             for size in (0, 1, 125, 126, 65535, 65536, 200_000):
                 ws.send("a" * size)
                 assert ws.receive(timeout=5) == "a" * size
+
+
+def test_is_server_says_which_side_as_in_1_1() -> None:
+    sides: list[bool] = []
+
+    async def handler(ws: Any) -> None:
+        await ws.close()
+
+    with async_server(handler) as server:
+        ws = Client.connect(f"ws://127.0.0.1:{server.port}/")
+        sides.append(ws.is_server)
+        ws.close()
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    accepted: list[Any] = []
+
+    def accept() -> None:
+        sock, _ = listener.accept()
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(4096)
+        lines = head.decode().split("\r\n")[1:]
+        headers = [tuple(line.split(": ", 1)) for line in lines if line]
+        accepted.append(simple_websocket.Server.accept(sock=sock, headers=headers))
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    client = Client.connect(f"ws://127.0.0.1:{port}/")
+    thread.join(5)
+    sides.append(accepted[0].is_server)
+    client.close()
+    accepted[0].close()
+    listener.close()
+    assert sides == [False, True]
