@@ -686,7 +686,7 @@ def test_fragments_and_control_frames_stay_on_the_fast_path() -> None:
         received += proto.receive_data(stream[k : k + 3])
     assert received == ["fragment", b"fast", "path"]
     assert proto.data_to_send() == encode_frame(PONG, b"p")
-    assert proto._conn is None
+    assert proto._ref is None
 
 
 # -- property-based --------------------------------------------------------------------

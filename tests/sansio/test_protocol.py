@@ -193,7 +193,7 @@ def test_the_fast_path_is_active_and_needs_no_wsproto_connection(
     monkeypatch: pytest.MonkeyPatch, compressed: bool
 ) -> None:
     """Fails if a wsproto release (or a change here) turned the fast path off."""
-    monkeypatch.setattr(protocol_module, "Connection", _no_wsproto)
+    monkeypatch.setattr(protocol_module, "WsprotoPath", _no_wsproto)
     server_exts: list[Deflate] = []
     client_exts: list[Deflate] = []
     if compressed:

@@ -55,6 +55,11 @@ class CloseCode(enum.IntEnum):
         return None
 
 
+def too_big_reason(limit: int | None) -> str:
+    """The close reason sent with 1009 for a message over ``limit`` bytes."""
+    return f"Message larger than {limit} bytes"
+
+
 def valid_close_code(code: int) -> bool:
     """Whether ``code`` may appear in a close frame, sent or received (RFC 6455 7.4)."""
     return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999

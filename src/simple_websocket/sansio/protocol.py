@@ -24,13 +24,11 @@ permessage-deflate was negotiated.
 
 from __future__ import annotations
 
-import codecs
 import enum
 import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, cast
 
-from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.extensions import Extension, PerMessageDeflate
 from wsproto.frame_protocol import CloseReason, Opcode, RsvBits
@@ -55,8 +53,10 @@ from .framing import (
     header,
     masked_chunks,
     surrogate_pending,
+    too_big_reason,
     valid_close_code,
 )
+from .reference import WsprotoPath
 
 __all__ = ["SPEEDUPS", "CloseCode", "Protocol", "State", "check_close_code"]
 
@@ -127,8 +127,8 @@ class Protocol:
             self._fast_deflate = self._extensions[0]
         self._deflate_rsv = any(isinstance(e, PerMessageDeflate) for e in self._extensions)
         self.fast_path = not self._extensions or self._fast_deflate is not None
-        # wsproto, for the reference path only (created on first use).
-        self._conn: Connection | None = None
+        # Data frames through wsproto: the reference path only (created on first use).
+        self._ref: WsprotoPath | None = None
         self._clock = clock or (lambda: 0.0)
         self._out = bytearray()
         self.state = State.OPEN
@@ -171,23 +171,14 @@ class Protocol:
         self._compressed = False
         # Reference path: a fragmented message is open; payload bytes of the
         # current data frame still to hand to wsproto; a message being assembled.
-        self._ref_open = False
-        self._forward = 0
-        self._assembling: bytearray | None = None
-        self._size = 0
-        self._shadow: codecs.IncrementalDecoder | None = None
-        self._shadow_key: bytes | None = None
-        self._shadow_offset = 0
-        self._shadow_end = False
         self._keys = b""
         self._key_pos = 0
 
-    def _wsproto(self) -> Connection:
-        conn = self._conn
-        if conn is None:
-            kind = ConnectionType.CLIENT if self.client else ConnectionType.SERVER
-            conn = self._conn = Connection(kind, self._extensions)
-        return conn
+    def _wsproto(self) -> WsprotoPath:
+        ref = self._ref
+        if ref is None:
+            ref = self._ref = WsprotoPath(self.client, self._extensions, self.max_message_size)
+        return ref
 
     # -- receiving ---------------------------------------------------------------
 
@@ -259,18 +250,16 @@ class Protocol:
                 i += take
                 if self.failed or partial.need:
                     return
-            elif self._forward:
-                take = min(self._forward, n - i)
+            elif self._ref is not None and self._ref.forward:
+                ref = self._ref
+                take = min(ref.forward, n - i)
                 if not take:
                     return
-                self._forward -= take
-                chunk = buf[i : i + take]
-                self._wsproto().receive_data(chunk)
+                ref.payload(buf[i : i + take], messages)
                 i += take
-                self._process_events(messages)
-                if self._shadow is not None and not self.failed:
-                    self._shadow_check(chunk)
-                if self.failed or self._forward:
+                if ref.failure is not None:
+                    self.fail(*ref.failure)
+                if self.failed or ref.forward:
                     return
             elif n - i < 2:
                 break
@@ -396,7 +385,10 @@ class Protocol:
             )
             return end
         # A data frame: its place in the message, then the announced size.
-        open_message = self._partial is not None if self.fast_path else self._ref_open
+        if self.fast_path:
+            open_message = self._partial is not None
+        else:
+            open_message = self._ref is not None and self._ref.open
         if opcode == OP_CONT:
             if not open_message:
                 return self._bad("unexpected CONTINUATION")
@@ -412,18 +404,11 @@ class Protocol:
             self._too_big()
             return -1
         if not self.fast_path:
-            self._ref_open = not fin
-            self._forward = length
-            if opcode != OP_CONT:
-                text = opcode == 1 and not self._compressed
-                self._shadow = framing._utf8_decoder() if text else None
-            if self._shadow is not None:
-                self._shadow_key = key
-                self._shadow_offset = 0
-                self._shadow_end = bool(fin)
-            self._wsproto().receive_data(buf[i:head])
-            if not length:
-                self._process_events(messages)
+            ref = self._wsproto()
+            ref.start(buf[i:head], opcode, bool(fin), length, key, self._compressed, messages)
+            if ref.failure is not None:
+                self.fail(*ref.failure)
+                return -1
             return head
         partial = self._partial
         end = head + length
@@ -443,30 +428,6 @@ class Protocol:
         if not length:
             self._payload(partial, b"", messages)
         return head
-
-    def _shadow_check(self, chunk: bytes) -> None:
-        """Reference path: fail fast on a surrogate in text, as the fast path does.
-
-        wsproto's decoder holds such bytes back until the message ends; the same
-        bytes also go through a decoder of ours, which only looks for them.
-        """
-        shadow = self._shadow
-        assert shadow is not None
-        key = self._shadow_key
-        if key is not None:
-            chunk = bytes(framing._apply_mask(chunk, framing.rotate(key, self._shadow_offset)))
-            self._shadow_offset += len(chunk)
-        try:
-            shadow.decode(chunk, False)
-        except UnicodeDecodeError:
-            self._shadow = None  # wsproto reports it
-            return
-        if self._shadow_end and not self._forward:
-            self._shadow = None
-            return
-        why = surrogate_pending(shadow)
-        if why is not None:
-            self.fail(CloseCode.INVALID_FRAME_PAYLOAD_DATA, why)
 
     def _whole(
         self,
@@ -574,7 +535,7 @@ class Protocol:
             self.fail(code, "error in extension")
 
     def _too_big(self) -> None:
-        self.fail(CloseCode.MESSAGE_TOO_BIG, f"Message larger than {self.max_message_size} bytes")
+        self.fail(CloseCode.MESSAGE_TOO_BIG, too_big_reason(self.max_message_size))
 
     def _control(self, opcode: int, payload: bytes) -> None:
         if opcode == OP_PING:
@@ -618,54 +579,6 @@ class Protocol:
             self.close_sent = True
         self._drop_partial()
         self.state = State.CLOSED
-
-    def _process_events(self, messages: list[str | bytes]) -> None:
-        """Reference path: take wsproto's events for the data frame just handed over."""
-        assert self._conn is not None
-        for event in self._conn.events():
-            if isinstance(event, (TextMessage, BytesMessage)):
-                self._on_message(event, messages)
-            elif isinstance(event, CloseConnection):
-                # A data frame wsproto refused (it sees no control frame).
-                if event.code == _TOO_BIG:
-                    self._too_big()
-                else:
-                    self.fail(event.code, event.reason or None)
-            if self.failed:
-                break
-
-    def _on_message(self, event: TextMessage | BytesMessage, out: list[str | bytes]) -> None:
-        data = event.data
-        limit = self.max_message_size
-        if limit is not None:
-            if isinstance(data, str):
-                # The limit is on UTF-8 bytes, not characters.
-                n = len(data) if data.isascii() else len(data.encode("utf-8"))
-            else:
-                n = len(data)
-            self._size += n
-            if self._size > limit:
-                self._too_big()
-                return
-        assembling = self._assembling
-        if event.message_finished and assembling is None:
-            out.append(data if isinstance(data, str) else bytes(data))
-            self._size = 0
-            return
-        # A fragmented message is assembled in one growing buffer, text as UTF-8
-        # (wsproto validated it already): keeping its fragments, or the strings
-        # wsproto decoded them to, would cost far more memory than the message
-        # when they are small.
-        if assembling is None:
-            assembling = self._assembling = bytearray()
-        assembling += data.encode("utf-8") if isinstance(data, str) else data
-        if event.message_finished:
-            self._assembling = None
-            self._size = 0
-            if isinstance(event, TextMessage):
-                out.append(assembling.decode("utf-8"))
-            else:
-                out.append(bytes(assembling))
 
     def _on_pong(self, payload: bytes) -> None:
         sent = self._pings.pop(payload, None)
@@ -818,7 +731,7 @@ class Protocol:
     def _build(self, event: Ping | Pong | CloseConnection) -> bytes:
         """The frame of a ping, pong or close."""
         if not self.fast_path:
-            return bytes(self._wsproto().send(event))
+            return self._wsproto().send(event)
         key = self._mask_key() if self.client else None
         if isinstance(event, CloseConnection):
             return control_frame(OP_CLOSE, close_payload(event.code, event.reason), key)

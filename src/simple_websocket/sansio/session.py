@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 from ..errors import ConnectionClosed
-from .framing import CloseCode
+from .framing import CloseCode, too_big_reason
 from .protocol import Protocol, State
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "Message",
     "Session",
     "too_big",
+    "too_big_reason",
 ]
 
 logger = logging.getLogger("simple_websocket")
@@ -79,11 +80,6 @@ def too_big(message: Message, limit: int | None) -> bool:
         return False
     size = len(message.encode("utf-8")) if isinstance(message, str) else len(message)
     return size > limit
-
-
-def too_big_reason(limit: int | None) -> str:
-    """The close reason sent with 1009 for a message over ``limit`` bytes."""
-    return f"Message larger than {limit} bytes"
 
 
 class Inbox:
