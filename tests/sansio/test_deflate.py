@@ -5,6 +5,7 @@ import struct
 import tracemalloc
 import zlib
 
+import pytest
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping
 
@@ -145,3 +146,23 @@ def test_whole_messages_keep_the_context_like_the_hooks():
     # The per-frame hooks, fed the same frames, agree.
     evts = events(enabled(), frame(0x2, first, rsv1=True) + frame(0x2, second, rsv1=True))
     assert [bytes(e.data) for e in evts if isinstance(e, BytesMessage)] == [b"repeat me " * 20] * 2
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "wsproto-framing"])
+def test_the_compression_state_is_our_own(fast: bool) -> None:
+    """Only wsproto's negotiation is used: its private compression state may go."""
+    from simple_websocket.sansio.protocol import Protocol
+
+    client_ext, server_ext = Deflate(), Deflate()
+    client_ext.finalize(server_ext.accept(client_ext.offer()) or "")
+    for ext in (client_ext, server_ext):
+        for name in ("_compressor", "_decompressor", "_inbound_compressed"):
+            delattr(ext, name)
+        delattr(ext, "_inbound_is_compressible")
+    client, server = Protocol(True, [client_ext]), Protocol(False, [server_ext])
+    client.fast_path = server.fast_path = fast
+    for text in ("hello " * 100, "again " * 100):
+        frame = client.send(text)
+        assert frame[0] & 0x40
+        assert server.receive_data(frame[:7]) + server.receive_data(frame[7:]) == [text]
+    assert server.receive_data(client.send(b"\x00" * 10_000)) == [b"\x00" * 10_000]

@@ -1,4 +1,9 @@
-"""permessage-deflate (RFC 7692) with two corrections to wsproto's extension.
+"""permessage-deflate (RFC 7692): wsproto's negotiation, our own compression.
+
+:class:`Deflate` keeps wsproto's ``PerMessageDeflate`` for the negotiation (its
+public ``offer``, ``accept``, ``finalize`` and parameters) and implements the
+extension's per-frame hooks over compression state of its own, with these
+corrections:
 
 * Control frames between the fragments of a compressed message leave the message's
   compression state alone (wsproto resets it on the control frame, so the following
@@ -44,7 +49,7 @@ _AFTER_FINAL = (b"", _TAIL, b"\x00" + _TAIL)
 
 
 class Deflate(PerMessageDeflate):
-    """wsproto's ``PerMessageDeflate`` with bounded inflating and control frames fixed.
+    """permessage-deflate with bounded inflating and control frames left alone.
 
     Args:
         max_size: The largest inflated message, in bytes, or ``None`` for no limit.
@@ -54,6 +59,12 @@ class Deflate(PerMessageDeflate):
     def __init__(self, max_size: int | None = None, **params: object) -> None:
         super().__init__(**params)  # type: ignore[arg-type]
         self.max_size = max_size
+        # The compression state is ours: only the negotiation (``offer``, ``accept``,
+        # ``finalize`` and the parameters) is wsproto's.
+        self._zin: zlib._Decompress | None = None
+        self._zout: zlib._Compress | None = None
+        #: Whether the message being received is compressed (its first frame's RSV1).
+        self._compressed: bool | None = None
         self._inflated = 0
         self._in_control = False
         # With context takeover on what we receive: the most recent inflated pieces,
@@ -77,14 +88,25 @@ class Deflate(PerMessageDeflate):
             self._in_control = True
             return RsvBits(True, False, False)
         self._in_control = False
-        return super().frame_inbound_header(proto, opcode, rsv, payload_length)
+        if rsv.rsv1 and opcode is Opcode.CONTINUATION:
+            return CloseReason.PROTOCOL_ERROR
+        if self._compressed is None:
+            # The first frame of a message says whether it is compressed.
+            self._compressed = rsv.rsv1
+            if rsv.rsv1 and self._zin is None:
+                self._zin = self._inflater(proto.client)
+        return RsvBits(True, False, False)
+
+    def _inflater(self, client: bool) -> zlib._Decompress:
+        bits = self.server_max_window_bits if client else self.client_max_window_bits
+        return zlib.decompressobj(-int(bits))
 
     def _room(self) -> int | None:
         return None if self.max_size is None else self.max_size - self._inflated
 
     def _inflate(self, data: bytes | bytearray, client: bool) -> bytes | CloseReason:
         """Inflate a piece of the current message, never beyond ``max_size`` for it."""
-        decompressor = self._decompressor
+        decompressor = self._zin
         assert decompressor is not None
         room = self._room()
         try:
@@ -132,14 +154,14 @@ class Deflate(PerMessageDeflate):
         """Start a new inflater after a final block, primed with the sliding window."""
         bits = self.server_max_window_bits if client else self.client_max_window_bits
         history = b"".join(self._recent or ())[-self._window :]
-        self._decompressor = zlib.decompressobj(-int(bits), zdict=history)
+        self._zin = zlib.decompressobj(-int(bits), zdict=history)
 
     def _end_message(self, client: bool) -> bytes | CloseReason:
         """Flush the inflater at the end of a compressed message and reset its state.
 
         Returns what the flush inflated (usually nothing), or the close code.
         """
-        decompressor = self._decompressor
+        decompressor = self._zin
         assert decompressor is not None
         room = self._room()
         try:
@@ -163,7 +185,7 @@ class Deflate(PerMessageDeflate):
             self.server_no_context_takeover if client else self.client_no_context_takeover
         )
         if no_context_takeover:
-            self._decompressor = None
+            self._zin = None
         else:
             recent = self._recent
             if recent is None:
@@ -172,7 +194,7 @@ class Deflate(PerMessageDeflate):
                 self._remember(recent, data)
             if final:
                 self._restart(client)
-        self._inbound_compressed = None
+        self._compressed = None
         self._inflated = 0
         return data
 
@@ -180,7 +202,7 @@ class Deflate(PerMessageDeflate):
         self, proto: FrameDecoder | FrameProtocol, data: bytes
     ) -> bytes | CloseReason:
         """Inflate a piece of payload, never beyond ``max_size`` for the message."""
-        if self._in_control or not self._inbound_compressed or not self._inbound_is_compressible:
+        if self._in_control or not self._compressed:
             return data
         return self._inflate(bytes(data), proto.client)
 
@@ -193,10 +215,31 @@ class Deflate(PerMessageDeflate):
             return None
         if not fin:
             return None
-        if not (self._inbound_compressed and self._inbound_is_compressible):
+        if not self._compressed:
             self._inflated = 0
-            return super().frame_inbound_complete(proto, fin)
+            self._compressed = None
+            return None
         return self._end_message(proto.client)
+
+    def frame_outbound(
+        self,
+        proto: FrameDecoder | FrameProtocol,
+        opcode: Opcode,
+        rsv: RsvBits,
+        data: bytes,
+        fin: bool,
+    ) -> tuple[RsvBits, bytes]:
+        """Compress an outgoing data frame (RSV1 on the first frame of a message)."""
+        if opcode.iscontrol():
+            return rsv, data
+        if opcode is not Opcode.CONTINUATION:
+            rsv = RsvBits(True, rsv.rsv2, rsv.rsv3)
+        compressor = self._compressor_for(proto.client)
+        out = compressor.compress(bytes(data))
+        if fin:
+            out += compressor.flush(self._end_flush(proto.client))
+            out = out[:-4]
+        return rsv, out
 
     # -- whole messages (the core's fast paths) -------------------------------------
 
@@ -211,20 +254,29 @@ class Deflate(PerMessageDeflate):
             The payload to send in a frame with RSV1 set: the same bytes as wsproto
             produces, and the same compression context afterwards.
         """
-        compressor = self._compressor
+        compressor = self._compressor_for(client)
+        out = compressor.compress(data) + compressor.flush(self._end_flush(client))
+        return out[:-4]
+
+    def _compressor_for(self, client: bool) -> zlib._Compress:
+        compressor = self._zout
         if compressor is None:
             bits = self.client_max_window_bits if client else self.server_max_window_bits
             compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -int(bits))
-            self._compressor = compressor
+            self._zout = compressor
+        return compressor
+
+    def _end_flush(self, client: bool) -> int:
+        """How to flush the compressor at the end of a message we send.
+
+        Without context takeover a full flush ends the message and also forgets
+        everything before it: the next message is compressed as by a new
+        compressor (the same bytes), without the cost of creating one.
+        """
         no_context_takeover = (
             self.client_no_context_takeover if client else self.server_no_context_takeover
         )
-        # Without context takeover a full flush ends the message and also forgets
-        # everything before it: the next message is compressed as by a new
-        # compressor (the same bytes), without the cost of creating one.
-        flush = zlib.Z_FULL_FLUSH if no_context_takeover else zlib.Z_SYNC_FLUSH
-        out = compressor.compress(data) + compressor.flush(flush)
-        return out[:-4]
+        return zlib.Z_FULL_FLUSH if no_context_takeover else zlib.Z_SYNC_FLUSH
 
     def inflate_message(self, client: bool, data: bytes | bytearray) -> bytes | CloseReason:
         """Inflate one whole compressed message received in a single frame.
@@ -242,9 +294,8 @@ class Deflate(PerMessageDeflate):
             1007 for data that does not inflate, 1009 when the message would
             exceed ``max_size``.
         """
-        if self._decompressor is None:
-            bits = self.server_max_window_bits if client else self.client_max_window_bits
-            self._decompressor = zlib.decompressobj(-int(bits))
+        if self._zin is None:
+            self._zin = self._inflater(client)
         out = self._inflate(data, client)
         if isinstance(out, CloseReason):
             return out
