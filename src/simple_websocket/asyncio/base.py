@@ -161,7 +161,7 @@ class BaseConnection:
         inbox = self._inbox
         messages = inbox.messages
         if messages:
-            return self._take()
+            return self._take() if inbox.paused else messages.popleft()
         if inbox.finished:
             raise inbox.closed_error()
         if timeout is not None and timeout <= 0:
@@ -183,7 +183,7 @@ class BaseConnection:
                     with contextlib.suppress(ValueError):
                         self._waiters.remove(waiter)
             if messages:
-                return self._take()
+                return self._take() if inbox.paused else messages.popleft()
             if inbox.finished:
                 raise inbox.closed_error()
             if result is _TIMEOUT:

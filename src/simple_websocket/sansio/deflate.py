@@ -63,6 +63,7 @@ class Deflate(PerMessageDeflate):
         # ``finalize`` and the parameters) is wsproto's.
         self._zin: zlib._Decompress | None = None
         self._zout: zlib._Compress | None = None
+        self._end_flush = zlib.Z_SYNC_FLUSH
         #: Whether the message being received is compressed (its first frame's RSV1).
         self._compressed: bool | None = None
         self._inflated = 0
@@ -237,7 +238,7 @@ class Deflate(PerMessageDeflate):
         compressor = self._compressor_for(proto.client)
         out = compressor.compress(bytes(data))
         if fin:
-            out += compressor.flush(self._end_flush(proto.client))
+            out += compressor.flush(self._end_flush)
             out = out[:-4]
         return rsv, out
 
@@ -254,29 +255,25 @@ class Deflate(PerMessageDeflate):
             The payload to send in a frame with RSV1 set: the same bytes as wsproto
             produces, and the same compression context afterwards.
         """
-        compressor = self._compressor_for(client)
-        out = compressor.compress(data) + compressor.flush(self._end_flush(client))
+        compressor = self._zout or self._compressor_for(client)
+        out = compressor.compress(data) + compressor.flush(self._end_flush)
         return out[:-4]
 
     def _compressor_for(self, client: bool) -> zlib._Compress:
+        """The compressor of what we send, and how a message ends (made once)."""
         compressor = self._zout
         if compressor is None:
             bits = self.client_max_window_bits if client else self.server_max_window_bits
             compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -int(bits))
             self._zout = compressor
+            no_context_takeover = (
+                self.client_no_context_takeover if client else self.server_no_context_takeover
+            )
+            # Without context takeover a full flush ends the message and also forgets
+            # everything before it: the next message is compressed as by a new
+            # compressor (the same bytes), without the cost of creating one.
+            self._end_flush = zlib.Z_FULL_FLUSH if no_context_takeover else zlib.Z_SYNC_FLUSH
         return compressor
-
-    def _end_flush(self, client: bool) -> int:
-        """How to flush the compressor at the end of a message we send.
-
-        Without context takeover a full flush ends the message and also forgets
-        everything before it: the next message is compressed as by a new
-        compressor (the same bytes), without the cost of creating one.
-        """
-        no_context_takeover = (
-            self.client_no_context_takeover if client else self.server_no_context_takeover
-        )
-        return zlib.Z_FULL_FLUSH if no_context_takeover else zlib.Z_SYNC_FLUSH
 
     def inflate_message(self, client: bool, data: bytes | bytearray) -> bytes | CloseReason:
         """Inflate one whole compressed message received in a single frame.

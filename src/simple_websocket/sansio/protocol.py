@@ -158,6 +158,10 @@ class Protocol:
         #: returns the held pong once this is false again.
         self.defer_pongs = False
         self._held_pong: bytes | bytearray = b""
+        #: ``True`` while a pong held back by :attr:`defer_pongs` waits to be sent.
+        self.pong_held = False
+        #: ``True`` while bytes are queued for the peer (see :meth:`data_to_send`).
+        self.output_ready = False
         # Received bytes not parsed yet (``_rbuf[_rpos:]``: an incomplete header or
         # control frame, or frames left by ``max_messages``).
         self._rbuf = b""
@@ -238,8 +242,10 @@ class Protocol:
         append = messages.append
         fast = self.fast_path
         fast_first = _FAST_FIRST if self._fast_deflate is None else _FAST_FIRST_DEFLATE
+        # Frames of fewer payload bytes take the one-step path below.
+        small = 126 if limit is None else min(126, limit + 1)
+        partial = self._partial
         while True:
-            partial = self._partial
             if partial is not None and partial.need:
                 # The payload of a data frame goes on.
                 take = min(partial.need, n - i)
@@ -250,7 +256,8 @@ class Protocol:
                 i += take
                 if self.failed or partial.need:
                     return
-            elif self._ref is not None and self._ref.forward:
+                partial = self._partial
+            elif not fast and self._ref is not None and self._ref.forward:
                 ref = self._ref
                 take = min(ref.forward, n - i)
                 if not take:
@@ -270,13 +277,12 @@ class Protocol:
                 head = i + 6 if mask_bit else i + 2
                 end = head + length
                 if (
-                    fast
+                    length < small
                     and first in fast_first
                     and second & 0x80 == mask_bit
-                    and length < 126
                     and end <= n
                     and partial is None
-                    and (limit is None or length <= limit)
+                    and fast
                 ):
                     # The common case: a small unfragmented data frame, all there.
                     key = buf[i + 2 : head] if mask_bit else None
@@ -300,6 +306,7 @@ class Protocol:
                     i = end
                 else:
                     j = self._frame(buf, i, n, messages, limit)
+                    partial = self._partial
                     if j < 0 or self.state is State.CLOSED:
                         if self.failed or self.state is State.CLOSED:
                             return
@@ -544,8 +551,10 @@ class Protocol:
                 if self.defer_pongs:
                     # Only the most recent ping gets its pong (RFC 6455 5.5.3).
                     self._held_pong = pong
+                    self.pong_held = True
                 else:
                     self._out += pong
+                    self.output_ready = True
         elif opcode == OP_PONG:
             self._on_pong(payload)
         else:
@@ -576,6 +585,7 @@ class Protocol:
             # Answer with the same code, as RFC 6455 5.5.1 asks.
             self._release_pong()
             self._out += self._build(CloseConnection(code=code, reason=reason))
+            self.output_ready = True
             self.close_sent = True
         self._drop_partial()
         self.state = State.CLOSED
@@ -784,6 +794,7 @@ class Protocol:
             # The pong answers a ping that came before the close: it goes first.
             frame = bytes(self._held_pong) + frame
             self._held_pong = b""
+            self.pong_held = False
         return frame
 
     def fail(self, code: int, reason: str | None = None) -> None:
@@ -793,6 +804,7 @@ class Protocol:
         if not self.close_sent:
             self._release_pong()
             self._out += self._build(CloseConnection(code=code, reason=reason))
+            self.output_ready = True
             self.close_sent = True
         self.failed = True
         self.close_code = int(code)
@@ -811,11 +823,8 @@ class Protocol:
         if self._held_pong:
             self._out += self._held_pong
             self._held_pong = b""
-
-    @property
-    def pong_held(self) -> bool:
-        """``True`` while a pong held back by :attr:`defer_pongs` waits to be sent."""
-        return bool(self._held_pong)
+            self.pong_held = False
+            self.output_ready = True
 
     def data_to_send(self) -> bytes:
         """Return and clear the bytes queued for the peer.
@@ -829,6 +838,7 @@ class Protocol:
             return b""
         out = bytes(self._out)
         self._out.clear()
+        self.output_ready = False
         return out
 
     def closed_error(self) -> ConnectionClosed:

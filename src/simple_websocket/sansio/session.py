@@ -145,7 +145,8 @@ class Inbox:
     def take(self) -> Message:
         """Remove and return the oldest message (there must be one).
 
-        Sets :attr:`resumed` when reading must resume.
+        Sets :attr:`resumed` when reading must resume. While reading is not
+        paused this is ``messages.popleft()``, which a hot path may call itself.
         """
         messages = self.messages
         message = messages.popleft()
@@ -298,12 +299,13 @@ class Session:
             self._pongs_seen = proto.pongs_received
             proto.take_pongs()
             flags |= PONG
-        out = proto.data_to_send()
-        if out:
-            self.output = out
-            flags |= WRITE
-        if proto.pong_held:
-            flags |= PONG_HELD
+        if proto.output_ready or proto.pong_held:
+            out = proto.data_to_send()
+            if out:
+                self.output = out
+                flags |= WRITE
+            if proto.pong_held:
+                flags |= PONG_HELD
         if proto.state is State.CLOSED and not self._closed:
             flags |= self._on_closed()
         return flags
