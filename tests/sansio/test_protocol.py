@@ -16,7 +16,7 @@ import pytest
 
 from simple_websocket.sansio import protocol as protocol_module
 from simple_websocket.sansio.deflate import Deflate
-from simple_websocket.sansio.protocol import CloseCode, Protocol, State, check_close_code
+from simple_websocket.sansio.protocol import Protocol, State
 
 from ..asyncio.rawpeer import BINARY, CLOSE, CONT, PING, PONG, TEXT, encode_frame
 
@@ -43,30 +43,6 @@ def deflate_pair() -> tuple[Deflate, Deflate]:
 
 
 # -- close codes ------------------------------------------------------------------------
-
-
-def test_close_code_is_our_own_int_enum() -> None:
-    assert CloseCode.__module__ == "simple_websocket.sansio.framing"
-    assert CloseCode(1014) is CloseCode.BAD_GATEWAY
-    assert CloseCode(1000) == 1000 and isinstance(CloseCode.NORMAL_CLOSURE, int)
-    app = CloseCode(4001)
-    assert app == 4001 and app.name == "CODE_4001"
-    assert CloseCode(4001) is app
-    assert CloseCode(3000).value == 3000
-    for bad in (999, 1004, 2999, 5000):
-        with pytest.raises(ValueError):
-            CloseCode(bad)
-
-
-@pytest.mark.parametrize("code", [1000, 1003, 1007, 1014, 3000, 4999])
-def test_close_codes_that_may_be_sent(code: int) -> None:
-    assert check_close_code(code) == code
-
-
-@pytest.mark.parametrize("code", [999, 1004, 1005, 1006, 1015, 1016, 2999, 5000])
-def test_close_codes_that_may_not_be_sent(code: int) -> None:
-    with pytest.raises(ValueError, match=str(code)):
-        check_close_code(code)
 
 
 @pytest.mark.parametrize("code", [1000, 1014, 3000, 4321, 4999])
