@@ -19,7 +19,7 @@ import pytest
 from pydantic import BaseModel
 
 from simple_websocket import AioClient, AioServer, Backoff, serve
-from simple_websocket.errors import Disconnected
+from simple_websocket.errors import ConnectionClosed, Disconnected
 from simple_websocket.reconnect import ReconnectingClient
 from simple_websocket.subscriptions import Subscription
 from simple_websocket.testing import FaultProxy, PubSubServer, Script, ScriptedServer
@@ -293,3 +293,63 @@ async def test_the_guides_own_test_passes() -> None:
     finally:
         del sys.modules[spec.name]
     await module.test_bot_misses_nothing()
+
+
+# -- on a plain connection ----------------------------------------------------------------
+
+
+async def test_subscriptions_on_a_plain_connection() -> None:
+    async with PubSubServer() as server:
+        async with AioClient.connect(server.url) as ws:
+            btc = ws.subscribe(
+                Event,
+                subscribe=lambda last: {"op": "subscribe", "channel": "BTC", "since": last},
+                unsubscribe={"op": "unsubscribe", "channel": "BTC"},
+                match={"type": "event", "channel": "BTC"},
+                sequence=lambda event: event.seq,
+            )
+            async with btc:
+                await subscribed(server, 1)
+                for _ in range(5):
+                    server.publish("BTC")
+                assert await collect(btc, 5) == [1, 2, 3, 4, 5]
+                # What no subscription matches goes to receive(), iteration and channels.
+                ack = json.loads(await ws.receive(timeout=5) or "")
+                assert ack == {"type": "subscribed", "channel": "BTC", "last": None}
+            # Leaving sent the unsubscribe: nothing more arrives for BTC.
+            await server.wait_until(lambda: server.subscribers("BTC") == 0)
+            server.publish("BTC")
+            assert await ws.receive(timeout=0.05) is None
+        # The connection closed normally: iterating a subscription ends quietly.
+        assert [event async for event in btc] == []
+
+
+async def test_a_plain_connection_ends_its_subscriptions_with_the_close() -> None:
+    async def one_then_close(ws: AioServer) -> None:
+        await ws.receive(timeout=10)
+        await ws.send(json.dumps({"type": "event", "channel": "BTC", "seq": 1}))
+        await ws.close(1011, "boom")
+
+    async with serve(one_then_close) as server:
+        async with AioClient.connect(f"ws://127.0.0.1:{server.port}/") as ws:
+            btc = ws.subscribe(Event, subscribe="sub", match={"channel": "BTC"})
+            seen = []
+            with pytest.raises(ConnectionClosed) as caught:
+                async for event in btc:
+                    seen.append(event.seq)
+            assert seen == [1]
+            assert caught.value.reason == 1011
+
+
+async def test_a_silent_feed_closes_a_plain_connection() -> None:
+    async with PubSubServer() as server:
+        async with AioClient.connect(server.url) as ws:
+            btc = ws.subscribe(
+                Event,
+                subscribe={"op": "subscribe", "channel": "BTC"},
+                match={"channel": "X"},
+                idle_timeout=0.1,
+            )
+            with pytest.raises(ConnectionClosed) as caught:
+                await btc.receive(timeout=10)
+            assert (caught.value.reason, caught.value.message) == (1011, "idle timeout")

@@ -53,6 +53,7 @@ from tenacity.stop import stop_after_attempt, stop_after_delay, stop_never
 from tenacity.wait import wait_base
 from typing_extensions import Unpack
 
+from .asyncio.base import IDLE_TIMEOUT_REASON as _IDLE_TIMEOUT_REASON
 from .errors import (
     ConnectionClosed,
     DisconnectCause,
@@ -96,7 +97,7 @@ FATAL_CLOSE_CODES = frozenset({1002, 1003, 1007, 1008, 1009, 1010})
 PING_TIMEOUT_REASON = "keepalive ping timeout"
 """The close reason of a connection failed because a ping went unanswered (code 1011)."""
 
-IDLE_TIMEOUT_REASON = "idle timeout"
+IDLE_TIMEOUT_REASON = _IDLE_TIMEOUT_REASON
 """The close reason of a connection failed by ``idle_timeout`` (code 1011)."""
 
 T = TypeVar("T")

@@ -333,6 +333,10 @@ class PubSubServer:
         log = self._log.get(channel)
         return self._first[channel] + len(log) - 1 if log else None
 
+    def subscribers(self, channel: str) -> int:
+        """How many connections are subscribed to ``channel`` now."""
+        return len(self._subscribers.get(channel, ()))
+
     def publish(self, channel: str, data: Any = None) -> int:
         """Publish ``data`` on ``channel``; returns its sequence number.
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar, overload
@@ -27,11 +28,16 @@ if TYPE_CHECKING:  # pragma: no cover
     from aiostream import Stream
 
     from ..channels import ChannelOptions, TypedChannel
+    from ..subscriptions import Router, SubscribeOptions, Subscription
 
 __all__ = ["BaseConnection", "Message"]
 
 _T = TypeVar("_T")
 _TIMEOUT = object()
+#: The close reason of a connection whose subscription's feed went silent.
+IDLE_TIMEOUT_REASON = "idle timeout"
+
+logger = logging.getLogger("simple_websocket")
 
 
 def _wake(waiter: asyncio.Future[Any], value: Any = None) -> None:
@@ -62,6 +68,8 @@ class BaseConnection:
 
     #: The event loop the connection runs on, once known.
     _loop: asyncio.AbstractEventLoop | None = None
+    #: Routes the messages to subscriptions, once ``subscribe()`` was called.
+    _router: Router | None = None
 
     def __init__(
         self,
@@ -155,13 +163,33 @@ class BaseConnection:
             ConnectionClosed: The connection is closed and every message received
                 before the close was already returned.
 
+        Once subscriptions were made (:meth:`subscribe`), only the messages no
+        subscription matched are returned.
+
         Cancelling a pending ``receive()`` loses nothing: a message is only taken
         from the buffer by the call that returns it.
         """
         inbox = self._inbox
         messages = inbox.messages
+        router = self._router
+        if router is not None:
+            return await router.receive(timeout)
         if messages:
             return self._take() if inbox.paused else messages.popleft()
+        return await self._receive_wait(timeout)
+
+    async def _receive_unrouted(self, timeout: float | None) -> Message | None:
+        """:meth:`receive` without the subscriptions: what their router reads."""
+        inbox = self._inbox
+        messages = inbox.messages
+        if messages:
+            return self._take() if inbox.paused else messages.popleft()
+        return await self._receive_wait(timeout)
+
+    async def _receive_wait(self, timeout: float | None) -> Message | None:
+        """Wait for a message (none is buffered)."""
+        inbox = self._inbox
+        messages = inbox.messages
         if inbox.finished:
             raise inbox.closed_error()
         if timeout is not None and timeout <= 0:
@@ -219,6 +247,60 @@ class BaseConnection:
         from ..channels import typed
 
         return typed(self, receive_type, **options)
+
+    @overload
+    def subscribe(
+        self, receive_type: type[_T], **options: Unpack[SubscribeOptions]
+    ) -> Subscription[_T]: ...
+
+    @overload
+    def subscribe(
+        self, receive_type: Any, **options: Unpack[SubscribeOptions]
+    ) -> Subscription[Any]: ...
+
+    def subscribe(
+        self, receive_type: Any, **options: Unpack[SubscribeOptions]
+    ) -> Subscription[Any]:
+        """Make a subscription on this connection (see ``simple_websocket.subscriptions``).
+
+        As on a reconnecting client, without the reconnects: the messages that
+        match go to the subscription, the others to :meth:`receive`, iteration and
+        typed channels. ``idle_timeout`` there fails this connection with 1011.
+        """
+        router = self._router
+        if router is None:
+            from ..subscriptions import Router
+
+            router = self._router = Router(
+                self._receive_unrouted,
+                self._subscription_target,
+                self._ends_iteration,
+                on_idle=self._feed_idle,
+            )
+        return router.subscribe(receive_type, **options)
+
+    def _subscription_target(self) -> Self | None:
+        return self if self.connected else None
+
+    def _ends_iteration(self, exc: BaseException) -> bool:
+        return isinstance(exc, ConnectionClosed) and self._inbox.ends_iteration(exc)
+
+    def _feed_idle(self, subscription: Subscription[Any]) -> None:
+        """A subscription's feed went silent: take the connection as dead (1011)."""
+        logger.warning(
+            "no message for %s s on %r; closing the connection (1011 %s)",
+            subscription.idle_timeout,
+            subscription,
+            IDLE_TIMEOUT_REASON,
+        )
+        self._fail_idle()
+
+    def _fail_idle(self) -> None:
+        """Close with 1011 ``"idle timeout"``; engines fail at once instead."""
+        task = asyncio.get_running_loop().create_task(
+            self.close(CloseCode.INTERNAL_ERROR, IDLE_TIMEOUT_REASON)
+        )
+        self._idle_close = task  # keep a reference until it is done
 
     def stream(self, *, close: bool = False) -> Stream[Message]:
         """Return an ``aiostream`` stream of this connection's messages.

@@ -39,7 +39,7 @@ from typing import Any
 from wsproto.extensions import Extension
 
 from ..errors import ConnectionClosed
-from ..sansio.protocol import Protocol, State, check_close_code
+from ..sansio.protocol import CloseCode, Protocol, State, check_close_code
 from ..sansio.session import (
     ABORT,
     CLOSE_TRANSPORT,
@@ -52,7 +52,7 @@ from ..sansio.session import (
     Message,
     Session,
 )
-from .base import BaseConnection, _wake
+from .base import IDLE_TIMEOUT_REASON, BaseConnection, _wake
 
 __all__ = ["BaseConnection", "Connection", "Message", "StreamProtocol"]
 
@@ -309,6 +309,10 @@ class Connection(BaseConnection):
             flags = session.fail(code, reason)
             if flags:
                 self._act(flags)
+
+    def _fail_idle(self) -> None:
+        # A silent peer would never answer a close frame: send it and close TCP.
+        self._fail(CloseCode.INTERNAL_ERROR, IDLE_TIMEOUT_REASON)
 
     def _abort(self) -> None:
         if self._transport is not None:
