@@ -914,9 +914,27 @@ class ReconnectingClient:
             from .subscriptions import Router
 
             router = self._router = Router(
-                self._receive, self._subscription_target, self._normal_end, on_idle=self._feed_idle
+                self._receive,
+                self._subscription_target,
+                self._normal_end,
+                poll=self._poll,
+                on_idle=self._feed_idle,
             )
         return router.subscribe(receive_type, **options)
+
+    def _poll(self) -> Message | None:
+        """A message the current connection already received, or ``None``.
+
+        While an earlier connection may still hold messages, ``None``: those are
+        read by :meth:`_receive`, in order.
+        """
+        ws = self.connection
+        if self._previous or ws is None:
+            return None
+        message = ws._poll()
+        if message is not None:
+            self._received += 1
+        return message
 
     def _subscription_target(self) -> AioClient | None:
         """The connection to send subscribe messages on now, or ``None``."""

@@ -80,7 +80,10 @@ class SubscribeOptions(TypedDict):
 
 
 _ANY: TypeAdapter[Any] = TypeAdapter(Any)
+#: Messages routed in one go from what the connection already buffered.
+_BATCH = 64
 _NOT_JSON = object()
+_MISSING = object()
 _TIMEOUT = object()
 
 
@@ -118,12 +121,19 @@ def _matcher(match: Match) -> Callable[[Any], bool]:
         ((key, value),) = items
 
         def one(data: Any) -> bool:
-            return isinstance(data, dict) and key in data and data[key] == value
+            return data.__class__ is dict and data.get(key, _MISSING) == value
 
         return one
 
     def every(data: Any) -> bool:
-        return isinstance(data, dict) and all(k in data and data[k] == v for k, v in items)
+        if data.__class__ is not dict:
+            return False
+        get = data.get
+        # A plain loop: all() over a generator costs a frame per message.
+        for key, value in items:  # noqa: SIM110
+            if get(key, _MISSING) != value:
+                return False
+        return True
 
     return every
 
@@ -287,7 +297,7 @@ class Subscription(Generic[T]):
     def _full(self) -> bool:
         return len(self._queue) >= self.max_queue
 
-    def _route(self, raw: Message, data: Any, now: float) -> bool:
+    def _route(self, raw: Message, data: Any, clock: Callable[[], float]) -> bool:
         """Take one matching message.
 
         Returns ``True`` when it revealed a gap that must be asked for again
@@ -336,7 +346,7 @@ class Subscription(Generic[T]):
             self.last = seq
             self._deliver(obj)
             return False
-        resync = self._resync = _Resync(now + self.gap_timeout)
+        resync = self._resync = _Resync(clock() + self.gap_timeout)
         resync.held[seq] = obj
         return True
 
@@ -379,8 +389,7 @@ class Subscription(Generic[T]):
         if not self._started:
             await self.start()
         router = self._router
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+        deadline = None if timeout is None else router._clock() + timeout
         while True:
             while self._queue:
                 ok, value = self._take()
@@ -401,7 +410,7 @@ class Subscription(Generic[T]):
                     raise StopAsyncIteration
                 raise ConnectionClosed(1000, "subscription closed")
             resync = self._resync
-            if resync is not None and loop.time() >= resync.deadline:
+            if resync is not None and router._clock() >= resync.deadline:
                 self._give_up(resync)
                 continue
             end = router._end
@@ -413,7 +422,7 @@ class Subscription(Generic[T]):
             if resync is not None and (wait_until is None or resync.deadline < wait_until):
                 wait_until = resync.deadline
             progressed = await router._pump(wait_until)
-            if not progressed and deadline is not None and loop.time() >= deadline:
+            if not progressed and deadline is not None and router._clock() >= deadline:
                 return None
 
     async def receive(self, timeout: float | None = None) -> T | None:
@@ -473,6 +482,8 @@ class Router:
             there is none (they are sent on the next one, see :meth:`connected`).
         normal_end: Whether the exception that ended reading is a normal end (the
             iterations then end quietly).
+        poll: Returns a message the connection already holds, or ``None``,
+            without waiting (optional: messages are then read one wait at a time).
         on_idle: Called with a subscription made with ``idle_timeout`` that got no
             message for that long while the connection was read: the owner takes
             the connection as dead. ``None``: ``idle_timeout`` is refused.
@@ -486,10 +497,13 @@ class Router:
         current: Callable[[], Sender | None],
         normal_end: Callable[[BaseException], bool],
         *,
+        poll: Callable[[], Message | None] | None = None,
         on_idle: Callable[[Subscription[Any]], None] | None = None,
         max_unmatched: int = 1024,
     ) -> None:
         self._read = read
+        self._poll = poll
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._current = current
         self._normal_end = normal_end
         self._on_idle = on_idle
@@ -677,7 +691,7 @@ class Router:
         if sub.idle_timeout is None or sub._closed or self._end is not None:
             return
         sub._idle_seen = sub._routed
-        loop = asyncio.get_running_loop()
+        loop = self._event_loop()
         sub._idle_handle = loop.call_later(sub.idle_timeout, self._check_idle, sub)
 
     def _check_idle(self, sub: Subscription[Any]) -> None:
@@ -698,6 +712,16 @@ class Router:
 
     # -- reading -----------------------------------------------------------------------
 
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is None:
+            # Once: get_running_loop() costs a system call on Python 3.11.
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
+
+    def _clock(self) -> float:
+        return self._event_loop().time()
+
     def _notify(self) -> None:
         if self._watchers:
             watchers = self._watchers
@@ -710,7 +734,7 @@ class Router:
 
         Returns ``False`` when ``deadline`` passed first.
         """
-        loop = asyncio.get_running_loop()
+        loop = self._event_loop()
         waiter: asyncio.Future[Any] = loop.create_future()
         self._watchers.append(waiter)
         handle = None if deadline is None else loop.call_at(deadline, _wake, waiter, _TIMEOUT)
@@ -731,6 +755,9 @@ class Router:
     async def _pump(self, deadline: float | None) -> bool:
         """Make progress: route the held message, or read and route one.
 
+        After a message that had to be waited for, the ones already buffered by the
+        connection are routed too (up to ``_BATCH``), without a wait each.
+
         Returns ``False`` when ``deadline`` passed first. When reading ended, the
         error is kept in ``_end`` for the consumers.
         """
@@ -743,30 +770,42 @@ class Router:
         try:
             if held is not None:
                 self._held = None
-                await self._route(held[1], held[2])
-                return True
-            loop = asyncio.get_running_loop()
-            timeout = None if deadline is None else max(0.0, deadline - loop.time())
-            try:
-                raw = await self._read(timeout)
-            except (asyncio.CancelledError, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._end = exc
-                return True
-            if raw is None:
-                return False
-            await self._route(raw, _NOT_JSON)
+                gap = self._route(held[1], held[2])
+            else:
+                timeout = None if deadline is None else max(0.0, deadline - self._clock())
+                try:
+                    raw = await self._read(timeout)
+                except (asyncio.CancelledError, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    self._end = exc
+                    return True
+                if raw is None:
+                    return False
+                gap = self._route(raw, _NOT_JSON)
+            poll = self._poll
+            if poll is not None:
+                for _ in range(_BATCH):
+                    if gap is not None or self._held is not None:
+                        break
+                    raw = poll()
+                    if raw is None:
+                        break
+                    gap = self._route(raw, _NOT_JSON)
+            if gap is not None:
+                await self._send_subscribe(gap, again=True)
             return True
         finally:
             self._reading = False
             self._notify()
 
-    async def _route(self, raw: Message, data: Any) -> None:
+    def _route(self, raw: Message, data: Any) -> Subscription[Any] | None:
         """Hand ``raw`` to the first open subscription that matches it.
 
         Messages no subscription matches go to the unmatched queue. When the
         target queue is full, the message is held and reading pauses.
+
+        Returns the subscription that must be asked again for a gap, if any.
         """
         subs = self.subscriptions
         target: Subscription[Any] | None = None
@@ -790,12 +829,13 @@ class Router:
                     "reading paused until they are received",
                     len(self._unmatched),
                 )
-            return
+            return None
         if target is None:
             self._unmatched.append(raw)
-            return
-        if target._route(raw, data, asyncio.get_running_loop().time()):
-            await self._send_subscribe(target, again=True)
+            return None
+        if target._route(raw, data, self._clock):
+            return target
+        return None
 
     async def receive(self, timeout: float | None = None) -> Message | None:
         """Receive the next message no subscription matched.
@@ -813,8 +853,7 @@ class Router:
             if self._held is not None:
                 self._notify()
             return message
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+        deadline = None if timeout is None else self._clock() + timeout
         while True:
             if unmatched:
                 message = unmatched.popleft()
@@ -824,5 +863,5 @@ class Router:
             if self._end is not None:
                 raise self._end
             progressed = await self._pump(deadline)
-            if not progressed and deadline is not None and loop.time() >= deadline:
+            if not progressed and deadline is not None and self._clock() >= deadline:
                 return None

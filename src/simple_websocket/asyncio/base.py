@@ -186,6 +186,14 @@ class BaseConnection:
             return self._take() if inbox.paused else messages.popleft()
         return await self._receive_wait(timeout)
 
+    def _poll(self) -> Message | None:
+        """A message already received, or ``None``: never waits."""
+        inbox = self._inbox
+        messages = inbox.messages
+        if messages:
+            return self._take() if inbox.paused else messages.popleft()
+        return None
+
     async def _receive_wait(self, timeout: float | None) -> Message | None:
         """Wait for a message (none is buffered)."""
         inbox = self._inbox
@@ -275,6 +283,7 @@ class BaseConnection:
                 self._receive_unrouted,
                 self._subscription_target,
                 self._ends_iteration,
+                poll=self._poll,
                 on_idle=self._feed_idle,
             )
         return router.subscribe(receive_type, **options)
