@@ -125,7 +125,7 @@ def test_a_typo_in_a_field_is_reported_as_such(
         if path == MISTAKES
         for message in messages
     ]
-    assert sum('"Tick" has no attribute "prise"' in message for message in typos) == 3
+    assert sum('"Tick" has no attribute "prise"' in message for message in typos) == 4
 
 
 def test_no_type_checker_is_silenced() -> None:

@@ -36,6 +36,10 @@ async def typos(ws: AioClient) -> None:
     client = AioClient.connect("ws://127.0.0.1:8000/", reconnect=True)
     async for tick in client.typed(Tick):
         print(tick.prise)  # E: "Tick" has no attribute "prise"
+    feed = client.subscribe(Tick, subscribe="s", match={"type": "tick"})
+    async for tick in feed:
+        print(tick.prise)  # E: "Tick" has no attribute "prise"
+    client.subscribe(Tick, subscribe="s")  # E: No overload variant of "subscribe"
 
 
 async def wrong_types(ws: AioClient) -> None:

@@ -25,6 +25,7 @@ from simple_websocket import (
     JsonCodec,
     PydanticCodec,
     ReconnectingClient,
+    Subscription,
     TypedChannel,
     WebSocketServer,
 )
@@ -152,3 +153,27 @@ async def server_entry_points(
     assert_type(
         simple_websocket.serve(my_handler, server_class=MyServer), WebSocketServer[MyServer]
     )
+
+
+async def subscriptions(url: str, ws: AioClient) -> None:
+    client = await AioClient.connect(url, reconnect=True)
+    ticks = client.subscribe(
+        Tick,
+        subscribe=lambda last: {"op": "subscribe", "since": last},
+        match={"type": "tick"},
+        sequence=lambda tick: int(tick.price),
+    )
+    assert_type(ticks, Subscription[Tick])
+    assert_type(await ticks.start(), Subscription[Tick])
+    assert_type(await ticks.receive(timeout=1), Tick | None)
+    async with ticks as entered:
+        assert_type(entered, Subscription[Tick])
+        async for tick in entered:
+            assert_type(tick, Tick)
+    assert_type(ticks.stream(), Stream[Tick])
+    assert_type(ticks.last, int | None)
+    events = client.subscribe(Event, subscribe=None, match={"type": "tick"})
+    assert_type(events, Subscription[Any])
+    on_connection = ws.subscribe(Movie, subscribe="s", match=lambda data: True)
+    assert_type(on_connection, Subscription[Movie])
+    assert_type(await on_connection.receive(), Movie | None)
