@@ -204,7 +204,8 @@ async def test_compressed_message_over_the_default_limit_fails_with_1009(target:
         del message
         # One byte more (and a 300 MiB bomb): refused while inflating.
         await peer.write(peer.frame(BINARY, deflated_zeros(limit + 1), rsv1=True))
-        await peer.expect_failure(1009)
+        frame = await peer.expect_failure(1009)
+        assert frame.payload[2:] == f"Message larger than {limit} bytes".encode()
         await side.expect_closed(1009)
     async with pair(target, deflate=True) as (side, peer):
         await peer.write(peer.frame(BINARY, deflated_zeros(300 * MIB), rsv1=True))

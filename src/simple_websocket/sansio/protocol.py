@@ -113,13 +113,15 @@ class Protocol:
     ) -> None:
         self.client = client
         self.max_message_size = max_message_size
+        #: The largest a compressed message may inflate to (for the 1009 reason).
+        self._inflate_limit = (
+            max_message_size if max_message_size is not None else (max_inflated_size)
+        )
         self._extensions = [ext for ext in extensions if ext.enabled()]
         for ext in self._extensions:
             if isinstance(ext, Deflate):
                 # Inflate no more than a message may hold (a zip bomb fails with 1009).
-                ext.max_size = (
-                    max_message_size if max_message_size is not None else (max_inflated_size)
-                )
+                ext.max_size = self._inflate_limit
         #: The negotiated permessage-deflate when it is the only extension: the
         #: fast paths then compress and inflate through it.
         self._fast_deflate: Deflate | None = None
@@ -537,7 +539,8 @@ class Protocol:
 
     def _extension_failed(self, code: int) -> None:
         if code == _TOO_BIG:
-            self._too_big()
+            # Inflating passed the limit: max_message_size, or the default cap.
+            self.fail(CloseCode.MESSAGE_TOO_BIG, too_big_reason(self._inflate_limit))
         else:
             self.fail(code, "error in extension")
 
