@@ -109,7 +109,7 @@ def test_idle_timeout_needs_a_reconnecting_client_and_a_positive_value():
     with pytest.raises(ValueError, match="idle_timeout needs a reconnecting client"):
         AioClient.connect("ws://127.0.0.1:1/", idle_timeout=5)
     for bad in (0, -1.0):
-        with pytest.raises(ValueError, match="idle_timeout must be a positive"):
+        with pytest.raises(ValueError, match="idle_timeout must be > 0 seconds"):
             AioClient.connect("ws://127.0.0.1:1/", reconnect=True, idle_timeout=bad)
 
 

@@ -35,6 +35,14 @@ from .sansio.handshake import (
     parse_url,
 )
 from .sansio.limits import SERVE_MAX_MESSAGE_SIZE, UNSET, Unset
+from .sansio.options import (
+    check_callable,
+    check_compression,
+    check_connection_options,
+    check_instance,
+    check_seconds,
+    describe,
+)
 from .sansio.protocol import CloseCode
 from .sansio.proxy import parse_proxy_url
 
@@ -472,15 +480,19 @@ class AioClient(Connection):
             proxy_ssl_context: TLS settings for an ``https://`` proxy (default: the
                 system's trusted CAs). ``ssl_context`` applies to the server.
 
+        Every option is checked at once, not when the result is awaited.
+
         Raises:
-            ValueError: ``url`` is a string that is not a valid ``ws://`` or
-                ``wss://`` URL, ``proxy`` a string that is not a valid proxy URL,
-                or ``idle_timeout`` is given without ``reconnect`` or is not
-                positive (raised at once, not when awaited).
-            TypeError: ``proxy`` is not ``True``, ``None``, a string or a callable.
+            ValueError: An option is out of its range: ``url`` is a string that is
+                not a valid ``ws://`` or ``wss://`` URL, ``proxy`` a string that is
+                not a valid proxy URL, a timeout or interval is not positive
+                (``close_timeout`` may be 0), a size or count is below 1 (a
+                negative ``max_message_size``), a header holds CR or LF, or
+                ``idle_timeout`` is given without ``reconnect``.
+            TypeError: An option has the wrong type (``headers`` given as a
+                string, ``timeout="5"``, ``proxy`` not ``True``, ``None``, a string
+                or a callable, ...). Every message names the parameter.
         """
-        if isinstance(url, str):
-            parse_url(url)
         _check_proxy(proxy)
         reconnecting = reconnect is not None and reconnect is not False
         if idle_timeout is not None and not reconnecting:
@@ -488,6 +500,18 @@ class AioClient(Connection):
                 "idle_timeout needs a reconnecting client (reconnect=True or a policy); "
                 "with a plain connection, use receive(timeout=...)"
             )
+        _check_connect(
+            url,
+            subprotocols,
+            headers,
+            ssl_context,
+            open_timeout=open_timeout,
+            compression=compression,
+            retry=retry,
+            reconnect=reconnect,
+            hooks={"on_connect": on_connect, "on_disconnect": on_disconnect},
+            proxy_ssl_context=proxy_ssl_context,
+        )
         options: dict[str, Any] = {
             "receive_bytes": receive_bytes,
             "ping_interval": None if ping_interval is UNSET else ping_interval,
@@ -497,6 +521,7 @@ class AioClient(Connection):
             "ping_timeout": None if ping_timeout is UNSET else ping_timeout,
             "max_queue": max_queue,
         }
+        check_connection_options(**{k: v for k, v in options.items() if k != "ssl_context"})
         # What the connections of `async for` and of a reconnecting client use.
         reconnected = {
             **options,
@@ -566,6 +591,56 @@ C = TypeVar("C", bound=AioClient)
 URLSource = str | Callable[[], str | Awaitable[str]]
 HeadersSource = HeadersLike | Callable[[], Any]
 ProxySource = str | bool | None | Callable[[], Any]
+
+
+def _check_connect(
+    url: Any,
+    subprotocols: Any,
+    headers: Any,
+    ssl_context: Any,
+    *,
+    open_timeout: Any,
+    compression: Any,
+    retry: Any,
+    reconnect: Any,
+    hooks: dict[str, Any],
+    proxy_ssl_context: Any = None,
+) -> None:
+    """Check the options of :meth:`AioClient.connect` besides the connection's own.
+
+    Raises:
+        TypeError: An option has the wrong type.
+        ValueError: An option is out of its range.
+    """
+    if isinstance(url, str):
+        parse_url(url)
+    elif not callable(url):
+        raise TypeError(
+            "url must be a ws:// or wss:// URL string or a callable returning one, "
+            f"not {describe(url)}"
+        )
+    normalize_subprotocols(subprotocols)
+    if not callable(headers):
+        normalize_headers(headers)
+    check_instance("ssl_context", ssl_context, ssl.SSLContext, "an ssl.SSLContext")
+    check_instance("proxy_ssl_context", proxy_ssl_context, ssl.SSLContext, "an ssl.SSLContext")
+    check_seconds("open_timeout", open_timeout)
+    check_compression(compression)
+    for name, hook in hooks.items():
+        check_callable(name, hook)
+    policies = {"retry": retry, "reconnect": reconnect}
+    for name, policy in policies.items():
+        if policy is not None and not isinstance(policy, bool):
+            from .reconnect import as_retrying
+
+            try:
+                as_retrying(policy)
+            except TypeError:
+                raise TypeError(
+                    f"{name} must be "
+                    + ("True, " if name == "reconnect" else "")
+                    + f"a Backoff, a tenacity.AsyncRetrying or None, not {describe(policy)}"
+                ) from None
 
 
 def _check_proxy(proxy: Any) -> None:

@@ -24,25 +24,32 @@ annotated as what it holds: ``channel: TypedChannel[Trade | Quote] = ws.typed(Ev
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import json
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, Self, TypedDict, overload
 
-from pydantic import BaseModel, ValidationError
+from pydantic import (
+    BaseModel,
+    PydanticSchemaGenerationError,
+    PydanticUndefinedAnnotation,
+    ValidationError,
+)
 from typing_extensions import TypeVar
 
 from .codecs import Codec, PydanticCodec
 from .errors import ConnectionClosed, DecodeError, RequestTimeout
+from .sansio.options import check_count, check_receive_timeout, describe
 
 if TYPE_CHECKING:  # pragma: no cover
     from aiostream import Stream
 
-__all__ = ["ChannelOptions", "MessageConnection", "TypedChannel", "typed"]
+__all__ = ["ChannelOptions", "MessageConnection", "TypedChannel", "schema_errors", "typed"]
 
 logger = logging.getLogger("simple_websocket")
 
@@ -83,6 +90,35 @@ class MessageConnection(Protocol):
     def __aiter__(self) -> AsyncIterator[str | bytes]:
         """Iterate over messages."""
         ...  # pragma: no cover
+
+
+@contextlib.contextmanager
+def schema_errors(name: str, type_: Any) -> Iterator[None]:
+    """Turn pydantic's refusal of ``type_`` into a ``TypeError`` that names ``name``.
+
+    A string is refused before pydantic sees it: pydantic would take ``"str"`` as a
+    forward reference and resolve it against whatever namespace it finds.
+
+    Raises:
+        TypeError: ``type_`` is a string, or pydantic cannot build a validator for it
+            (a plain class that is not a model, a dataclass or a standard type).
+    """
+    if isinstance(type_, str):
+        raise TypeError(
+            f"{name} must be a type, not the string {type_!r}: pass the type itself "
+            f"(for instance str, not 'str')"
+        )
+    try:
+        yield
+    except PydanticSchemaGenerationError as exc:
+        # pydantic's own advice (arbitrary_types_allowed) is about models' fields;
+        # it does not apply to a channel's type. The error stays the cause.
+        raise TypeError(
+            f"{name}={type_!r} is not a type pydantic can validate: use a pydantic "
+            "model, a dataclass, a TypedDict or a standard type (int, list[str], ...)"
+        ) from exc
+    except PydanticUndefinedAnnotation as exc:
+        raise TypeError(f"{name}={type_!r} refers to an undefined name: {exc}") from exc
 
 
 def _wake(waiter: asyncio.Future[Any], value: Any = None) -> None:
@@ -127,6 +163,9 @@ class TypedChannel(Generic[R_co]):
             raise ValueError(
                 f"on_invalid must be 'raise', 'skip' or a callable, not {on_invalid!r}"
             )
+        if not isinstance(id_field, str) or not id_field:
+            raise TypeError(f"id_field must be a non-empty str, not {describe(id_field)}")
+        check_count("max_inbox", max_inbox, optional=True)
         self.ws = ws
         self.receive_codec = receive_codec
         self.send_codec = send_codec
@@ -328,9 +367,12 @@ class TypedChannel(Generic[R_co]):
             DecodeError: With ``on_invalid="raise"``, the next message failed
                 decoding; the connection stays open.
             ConnectionClosed: The connection is closed.
+            TypeError: ``timeout`` is not a number or ``None``.
 
         Cancelling ``receive()`` loses no message.
         """
+        if timeout is not None:
+            check_receive_timeout(timeout)
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         if not self._inbox and not self._reading:
             # Fast path: nothing is buffered and no other caller is reading, so this
@@ -596,14 +638,29 @@ def typed(
         which may be annotated with the type it stands for.
 
     Raises:
-        ValueError: ``on_invalid`` is not ``"raise"``, ``"skip"`` or a callable.
+        ValueError: ``on_invalid`` is not ``"raise"``, ``"skip"`` or a callable, or
+            ``max_inbox`` is below 1.
+        TypeError: ``receive_type`` or ``send`` is not a type pydantic can
+            validate (a string such as ``"str"`` included: pass the type itself),
+            ``codec`` has no ``encode`` and ``decode`` methods, or another option
+            has the wrong type.
     """
+    if not isinstance(binary, bool):
+        raise TypeError(f"binary must be a bool, not {describe(binary)}")
     if codec is not None:
+        if not (
+            callable(getattr(codec, "encode", None)) and callable(getattr(codec, "decode", None))
+        ):
+            raise TypeError(
+                f"codec must have encode(obj) and decode(data) methods, not {describe(codec)}"
+            )
         return TypedChannel(
             ws, codec, codec, on_invalid=on_invalid, id_field=id_field, max_inbox=max_inbox
         )
-    receive_codec: Codec[Any] = PydanticCodec(receive_type, binary=binary)
-    send_codec: Codec[Any] = PydanticCodec(Any if send is None else send, binary=binary)
+    with schema_errors("receive_type", receive_type):
+        receive_codec: Codec[Any] = PydanticCodec(receive_type, binary=binary)
+    with schema_errors("send", send):
+        send_codec: Codec[Any] = PydanticCodec(Any if send is None else send, binary=binary)
     return TypedChannel(
         ws,
         receive_codec,

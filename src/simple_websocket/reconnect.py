@@ -39,6 +39,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import numbers
 import random
 import ssl
 import sys
@@ -62,6 +64,14 @@ from .errors import (
     HandshakeRejected,
     OutboxFull,
     ProxyError,
+)
+from .sansio.options import (
+    check_callable,
+    check_choice,
+    check_count,
+    check_receive_timeout,
+    check_seconds,
+    describe,
 )
 from .sansio.protocol import CloseCode, check_close_code
 
@@ -230,6 +240,12 @@ class Backoff:
         healthy_after: A connection that stayed open this long resets the schedule.
         retry_if: Which exceptions are retried (default :func:`is_retryable`).
         seed: Seeds the jitter's random generator (for reproducible schedules).
+
+    Raises:
+        ValueError: A value out of its range: a negative wait, ``multiplier``
+            below 1, ``jitter`` outside 0..1, ``max_attempts`` below 1, or
+            ``max_elapsed`` not positive.
+        TypeError: A value of the wrong type (every message names the field).
     """
 
     initial: float = 0.5
@@ -244,10 +260,21 @@ class Backoff:
     _rng: random.Random = field(default_factory=random.Random, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.initial < 0 or self.maximum < 0 or self.multiplier < 1:
-            raise ValueError("initial and maximum must be >= 0 and multiplier >= 1")
+        check_seconds("initial", self.initial, optional=False, zero=True)
+        check_seconds("maximum", self.maximum, optional=False, zero=True)
+        if not isinstance(self.multiplier, numbers.Real) or isinstance(self.multiplier, bool):
+            raise TypeError(f"multiplier must be a number, not {describe(self.multiplier)}")
+        if not self.multiplier >= 1 or not math.isfinite(self.multiplier):
+            raise ValueError(f"multiplier must be a finite number >= 1, not {self.multiplier!r}")
+        if not isinstance(self.jitter, numbers.Real) or isinstance(self.jitter, bool):
+            raise TypeError(f"jitter must be a number between 0 and 1, not {describe(self.jitter)}")
         if not 0 <= self.jitter <= 1:
-            raise ValueError("jitter must be between 0 and 1")
+            raise ValueError(f"jitter must be between 0 and 1, not {self.jitter!r}")
+        check_count("max_attempts", self.max_attempts, optional=True)
+        check_seconds("max_elapsed", self.max_elapsed)
+        check_seconds("healthy_after", self.healthy_after, optional=False, zero=True)
+        check_callable("retry_if", self.retry_if, optional=False)
+        check_count("seed", self.seed, minimum=-(2**63), optional=True)
         if self.seed is not None:
             self._rng.seed(self.seed)
 
@@ -426,6 +453,8 @@ class ReconnectingClient:
     Raises:
         ValueError: An unknown ``outbox_policy``, ``outbox_size`` below 1, or an
             ``idle_timeout`` that is not positive.
+        TypeError: An option has the wrong type (a hook that is not callable, a
+            policy that is not a ``Backoff`` or an ``AsyncRetrying``, ...).
     """
 
     def __init__(
@@ -439,14 +468,12 @@ class ReconnectingClient:
         outbox_policy: OutboxPolicy = "block",
         idle_timeout: float | None = None,
     ) -> None:
-        if outbox_policy not in ("block", "drop_oldest", "raise"):
-            raise ValueError(f"unknown outbox policy {outbox_policy!r}")
-        if outbox_size < 1:
-            raise ValueError("outbox_size must be at least 1")
-        if idle_timeout is not None and not idle_timeout > 0:
-            raise ValueError(
-                f"idle_timeout must be a positive number of seconds, not {idle_timeout!r}"
-            )
+        check_choice("outbox_policy", outbox_policy, ("block", "drop_oldest", "raise"))
+        check_count("outbox_size", outbox_size)
+        check_seconds("idle_timeout", idle_timeout)
+        check_callable("open_connection", open_connection, optional=False)
+        check_callable("on_connect", on_connect)
+        check_callable("on_disconnect", on_disconnect)
         self._open = open_connection
         self._retrying, self.healthy_after = as_retrying(retry)
         self.on_connect = on_connect
@@ -773,7 +800,10 @@ class ReconnectingClient:
         Raises:
             ConnectionClosed: The client was closed, or gave up reconnecting (then
                 the error that made it give up is raised instead).
+            TypeError: ``timeout`` is not a number or ``None``.
         """
+        if timeout is not None:
+            check_receive_timeout(timeout)
         router = self._router
         if router is not None:
             return await router.receive(timeout)

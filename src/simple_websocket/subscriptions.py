@@ -47,7 +47,9 @@ from typing import (
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import from_json
 
+from .channels import schema_errors
 from .errors import ConnectionClosed, DecodeError, GapError
+from .sansio.options import check_count, check_receive_timeout, check_seconds, describe
 
 if TYPE_CHECKING:  # pragma: no cover
     from aiostream import Stream
@@ -185,17 +187,18 @@ class Subscription(Generic[T]):
             raise ValueError(
                 f"on_invalid must be 'raise', 'skip' or a callable, not {on_invalid!r}"
             )
-        if max_queue < 1:
-            raise ValueError(f"max_queue must be at least 1, not {max_queue}")
-        if gap_timeout <= 0:
-            raise ValueError(f"gap_timeout must be > 0, not {gap_timeout}")
-        if idle_timeout is not None and not idle_timeout > 0:
-            raise ValueError(f"idle_timeout must be > 0 seconds, not {idle_timeout!r}")
+        check_count("max_queue", max_queue)
+        check_seconds("gap_timeout", gap_timeout, optional=False)
+        check_seconds("idle_timeout", idle_timeout)
         if sequence is not None and not callable(sequence):
-            raise TypeError("sequence must be a callable returning the sequence number")
+            raise TypeError(
+                "sequence must be a callable returning the sequence number, "
+                f"not {describe(sequence)}"
+            )
         self._router = router
         self.receive_type = receive_type
-        self._validate = TypeAdapter(receive_type).validator.validate_python
+        with schema_errors("receive_type", receive_type):
+            self._validate = TypeAdapter(receive_type).validator.validate_python
         self._subscribe = subscribe
         self._unsubscribe = unsubscribe
         self._matches = _matcher(match)
@@ -444,8 +447,12 @@ class Subscription(Generic[T]):
             ConnectionClosed: The connection (or the reconnecting client) is closed,
                 or this subscription was closed.
 
+            TypeError: ``timeout`` is not a number or ``None``.
+
         Cancelling ``receive()`` loses no message.
         """
+        if timeout is not None:
+            check_receive_timeout(timeout)
         return await self._next(timeout, iterate=False)
 
     def __aiter__(self) -> Self:

@@ -24,6 +24,7 @@ from .sansio.handshake import (
     parse_url,
 )
 from .sansio.limits import UNSET, Unset
+from .sansio.options import check_compression, check_instance, check_seconds
 from .sansio.protocol import CloseCode
 from .sync.client import open_connection
 from .sync.connection import (
@@ -225,6 +226,10 @@ class Client(Connection):
     ) -> None:
         """Connect to ``url``; see :meth:`connect`."""
         self._url = parse_url(url)
+        check_seconds("open_timeout", open_timeout)
+        check_instance("ssl_context", ssl_context, ssl.SSLContext, "an ssl.SSLContext")
+        check_instance("proxy_ssl_context", proxy_ssl_context, ssl.SSLContext, "an ssl.SSLContext")
+        check_compression(compression)
         super().__init__(
             receive_bytes=receive_bytes,
             ping_interval=ping_interval,
@@ -318,9 +323,12 @@ class Client(Connection):
                 system's trusted CAs). ``ssl_context`` applies to the server.
 
         Raises:
-            ValueError: ``url`` is not a valid ``ws://`` or ``wss://`` URL, or
-                ``proxy`` not a valid proxy URL.
-            TypeError: ``proxy`` is not ``True``, ``None`` or a string.
+            ValueError: ``url`` is not a valid ``ws://`` or ``wss://`` URL,
+                ``proxy`` not a valid proxy URL, or another option is out of its
+                range (a timeout or interval that is negative, a size below 1, a
+                header holding CR or LF, ...); nothing was opened.
+            TypeError: ``proxy`` is not ``True``, ``None`` or a string, or another
+                option has the wrong type (``headers`` given as a string, ...).
             OpenTimeout: Opening (the proxy's part included) took longer than
                 ``open_timeout``.
             HandshakeRejected: The server answered with a status other than 101 (a

@@ -19,6 +19,7 @@ from simple_websocket.sansio.handshake import (
     parse_url,
     validate_request,
 )
+from simple_websocket.sansio.options import DeflateOptions, check_compression
 
 KEY = base64.b64encode(b"0123456789abcdef").decode()
 
@@ -61,12 +62,39 @@ def test_parse_url(url, secure, host, port, resource, host_header):
         ("ws://host:notaport/", "port"),
         ("ws://host:99999/", "(?i)port"),
         ("ws://host/#frag", "fragment"),
-        (b"ws://host/", "str"),
+        ("ws://h/a\r\nX-Injected: 1", "control characters"),
+        ("ws://h/a\tb", "control characters"),
+        ("ws://h/\x00", "control characters"),
+        ("ws://h\n/", "control characters"),
+        ("ws://ex ample.com/", "host must be ASCII without spaces"),
+        ("ws://bücher.example/", "IDNA"),
     ],
 )
 def test_parse_url_rejects(url, problem):
     with pytest.raises(ValueError, match=problem):
         parse_url(url)
+
+
+def test_parse_url_refuses_other_types():
+    with pytest.raises(TypeError, match="URL must be a str, not bytes"):
+        parse_url(b"ws://host/")
+
+
+@pytest.mark.parametrize(
+    ("url", "resource"),
+    [
+        ("ws://h/a b", "/a%20b"),
+        ("ws://h/a%20b", "/a%20b"),
+        ("ws://h/caf\u00e9?q=\u00e9 t", "/caf%C3%A9?q=%C3%A9%20t"),
+        ("ws://h/p?a=1&b=[x]:y@z", "/p?a=1&b=[x]:y@z"),
+        ('ws://h/<"x">', "/%3C%22x%22%3E"),
+    ],
+)
+def test_parse_url_percent_encodes_the_path_as_browsers_do(url, resource):
+    assert parse_url(url).resource == resource
+    request = ClientHandshake(parse_url(url)).request
+    request_line = request.split(b"\r\n", 1)[0]
+    assert request_line == f"GET {resource} HTTP/1.1".encode()
 
 
 def test_normalize_headers_and_subprotocols():
@@ -589,3 +617,162 @@ def test_server_handshake_chooses_the_clients_first_supported_subprotocol():
     # Without supported subprotocols the offers are not even looked at.
     bad = request_with(*VALID_LINES, "Sec-WebSocket-Protocol: ,")
     assert _Server([])._handshake_answer(bad)[2] is None
+
+
+# -- permessage-deflate settings ---------------------------------------------------------
+
+
+def _answer(offer: str, compression=True) -> str | None:
+    parsed = parse_request_head(upgrade_request(**{"Sec-WebSocket-Extensions": offer}))
+    assert parsed is not None
+    response, extensions = accept_request(parsed[0], None, compression)
+    for line in response.decode().split("\r\n"):
+        if line.startswith("Sec-WebSocket-Extensions: "):
+            assert [e.name for e in extensions] == ["permessage-deflate"]
+            return line.split(": ", 1)[1]
+    assert extensions == []
+    return None
+
+
+@pytest.mark.parametrize(
+    ("offer", "answer"),
+    [
+        # The defaults answer as wsproto does.
+        ("permessage-deflate", "permessage-deflate"),
+        (
+            "permessage-deflate; client_max_window_bits",
+            "permessage-deflate; client_max_window_bits=15",
+        ),
+        (
+            "permessage-deflate; client_max_window_bits=15; server_max_window_bits=15",
+            "permessage-deflate; client_max_window_bits=15; server_max_window_bits=15",
+        ),
+        (
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+            "permessage-deflate; client_no_context_takeover; server_no_context_takeover",
+        ),
+        ("permessage-deflate; server_max_window_bits=8", None),
+        ("permessage-deflate; client_max_window_bits=8", None),
+    ],
+)
+def test_default_deflate_answers(offer, answer):
+    assert _answer(offer) == answer
+
+
+@pytest.mark.parametrize(
+    ("offer", "settings", "answer"),
+    [
+        # The server's own window and flags, announced even when not offered.
+        (
+            "permessage-deflate",
+            DeflateOptions(server_max_window_bits=10, server_no_context_takeover=True),
+            "permessage-deflate; server_no_context_takeover; server_max_window_bits=10",
+        ),
+        (
+            "permessage-deflate",
+            {"client_no_context_takeover": True},
+            "permessage-deflate; client_no_context_takeover",
+        ),
+        # The smaller of what the client allows and what the server wants.
+        (
+            "permessage-deflate; server_max_window_bits=12",
+            {"server_max_window_bits": 14},
+            "permessage-deflate; server_max_window_bits=12",
+        ),
+        (
+            "permessage-deflate; client_max_window_bits; server_max_window_bits=15",
+            {"client_max_window_bits": 9, "server_max_window_bits": 11},
+            "permessage-deflate; client_max_window_bits=9; server_max_window_bits=11",
+        ),
+        # A client that cannot limit its window is accepted with its full window.
+        (
+            "permessage-deflate",
+            {"client_max_window_bits": 9},
+            "permessage-deflate",
+        ),
+    ],
+)
+def test_deflate_answers_with_server_settings(offer, settings, answer):
+    assert _answer(offer, check_compression(settings)) == answer
+
+
+def test_server_deflate_settings_are_the_ones_used():
+    parsed = parse_request_head(
+        upgrade_request(
+            **{"Sec-WebSocket-Extensions": "permessage-deflate; client_max_window_bits"}
+        )
+    )
+    assert parsed is not None
+    options = DeflateOptions(
+        server_max_window_bits=10, client_max_window_bits=12, client_no_context_takeover=True
+    )
+    _, extensions = accept_request(parsed[0], None, options)
+    (ext,) = extensions
+    assert (ext.server_max_window_bits, ext.client_max_window_bits) == (10, 12)
+    assert (ext.client_no_context_takeover, ext.server_no_context_takeover) == (True, False)
+
+
+def _accept_response(hs: ClientHandshake, extensions: str) -> bytes:
+    return (
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Accept: {expected_accept(hs.key)}\r\n"
+        f"Sec-WebSocket-Extensions: {extensions}\r\n\r\n"
+    ).encode()
+
+
+def test_client_offers_its_deflate_settings():
+    hs = ClientHandshake(parse_url("ws://h/"))
+    assert (
+        b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=15; "
+        b"server_max_window_bits=15\r\n" in hs.request
+    )
+    hs = ClientHandshake(
+        parse_url("ws://h/"),
+        compression={
+            "server_max_window_bits": 10,
+            "client_max_window_bits": 11,
+            "server_no_context_takeover": True,
+            "client_no_context_takeover": True,
+        },
+    )
+    assert (
+        b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=11; "
+        b"server_max_window_bits=10; client_no_context_takeover; server_no_context_takeover\r\n"
+        in hs.request
+    )
+    answer = (
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover; "
+        "server_max_window_bits=9"
+    )
+    assert hs.receive_data(_accept_response(hs, answer))
+    (ext,) = hs.extensions
+    assert (ext.server_max_window_bits, ext.client_max_window_bits) == (9, 11)
+    assert ext.server_no_context_takeover and ext.client_no_context_takeover
+    assert (
+        b"Sec-WebSocket-Extensions"
+        not in ClientHandshake(parse_url("ws://h/"), compression=False).request
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "answer", "problem"),
+    [
+        (
+            {"server_max_window_bits": 10},
+            "permessage-deflate; server_max_window_bits=12",
+            "above the 10",
+        ),
+        ({"server_max_window_bits": 10}, "permessage-deflate", "no server_max_window_bits"),
+        (
+            {"client_max_window_bits": 10},
+            "permessage-deflate; client_max_window_bits=11",
+            "above the 10",
+        ),
+        ({"server_no_context_takeover": True}, "permessage-deflate", "server_no_context_takeover"),
+        ({}, "permessage-deflate; server_max_window_bits=8", "window size of 8"),
+    ],
+)
+def test_client_fails_a_deflate_answer_that_ignores_its_offer(settings, answer, problem):
+    hs = ClientHandshake(parse_url("ws://h/"), compression=settings)
+    with pytest.raises(HandshakeError, match=problem):
+        hs.receive_data(_accept_response(hs, answer))

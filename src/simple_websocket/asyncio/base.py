@@ -21,6 +21,7 @@ from typing_extensions import Unpack
 
 from ..errors import ConnectionClosed
 from ..sansio.limits import UNSET, Unset, message_limits
+from ..sansio.options import check_connection_options, check_receive_timeout
 from ..sansio.protocol import CloseCode
 from ..sansio.session import Inbox, Message
 
@@ -81,6 +82,14 @@ class BaseConnection:
         close_timeout: float = 5.0,
         max_queue: int = 16,
     ) -> None:
+        check_connection_options(
+            receive_bytes=receive_bytes,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            max_message_size=max_message_size,
+            close_timeout=close_timeout,
+            max_queue=max_queue,
+        )
         self._inbox = Inbox(max_queue)
         self.max_message_size, self._max_inflated_size = message_limits(max_message_size)
         self.subprotocol: str | None = None
@@ -162,6 +171,8 @@ class BaseConnection:
         Raises:
             ConnectionClosed: The connection is closed and every message received
                 before the close was already returned.
+            TypeError: ``timeout`` is not a number or ``None``.
+            ValueError: ``timeout`` is NaN.
 
         Once subscriptions were made (:meth:`subscribe`), only the messages no
         subscription matched are returned.
@@ -169,6 +180,8 @@ class BaseConnection:
         Cancelling a pending ``receive()`` loses nothing: a message is only taken
         from the buffer by the call that returns it.
         """
+        if timeout is not None and type(timeout) is not float and type(timeout) is not int:
+            timeout = check_receive_timeout(timeout)
         inbox = self._inbox
         messages = inbox.messages
         router = self._router
@@ -200,7 +213,9 @@ class BaseConnection:
         messages = inbox.messages
         if inbox.finished:
             raise inbox.closed_error()
-        if timeout is not None and timeout <= 0:
+        if timeout is not None and not timeout > 0:
+            if timeout != timeout:
+                check_receive_timeout(timeout)  # NaN
             return None
         # The connection's own loop when it has one: get_running_loop() costs a
         # getpid() system call per call on Python 3.11.

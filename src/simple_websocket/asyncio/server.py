@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import logging
 import socket
+import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
@@ -18,6 +19,13 @@ from ..sansio.handshake import (
     ServerHandshake,
     parse_request_head,
     reject_response,
+)
+from ..sansio.options import (
+    check_callable,
+    check_count,
+    check_instance,
+    check_seconds,
+    describe,
 )
 from ..sansio.protocol import CloseCode
 from .connection import Connection, StreamProtocol
@@ -279,11 +287,21 @@ class WebSocketServer(Generic[C]):
         backlog: int = 100,
         **accept_options: Any,
     ) -> None:
-        if backlog < 1:
-            raise ValueError("backlog must be at least 1")
-        if not 0 < max_head_size <= MAX_HEAD_SIZE:
+        check_callable("handler", handler, optional=False)
+        check_callable("process_request", process_request)
+        check_seconds("open_timeout", open_timeout)
+        check_count("backlog", backlog)
+        check_count("max_head_size", max_head_size)
+        if max_head_size > MAX_HEAD_SIZE:
             raise ValueError(f"max_head_size must be between 1 and {MAX_HEAD_SIZE}")
-        if isinstance(origins, str):
+        if host is not None and not isinstance(host, str):
+            raise TypeError(f"host must be a str or None, not {describe(host)}")
+        check_count("port", port, minimum=0)
+        if port > 65535:
+            raise ValueError(f"port must be between 0 and 65535, not {port}")
+        check_instance("sock", sock, socket.socket, "a socket.socket")
+        check_instance("ssl", ssl, ssl_module.SSLContext, "an ssl.SSLContext")
+        if isinstance(origins, (str, bytes)):
             raise TypeError("origins must be a list of origins, not a str")
         self.handler = handler
         self.process_request = process_request

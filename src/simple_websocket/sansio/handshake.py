@@ -15,12 +15,19 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from wsproto.extensions import Extension, PerMessageDeflate
 
 from ..errors import HandshakeError, HandshakeRejected
 from .deflate import Deflate
+from .options import (
+    DEFAULT_WINDOW_BITS,
+    MIN_WINDOW_BITS,
+    DeflateOptions,
+    check_compression,
+    check_subprotocols,
+)
 
 __all__ = [
     "MAX_HEAD_SIZE",
@@ -34,6 +41,9 @@ __all__ = [
     "build_accept_response",
     "build_reject_response",
     "choose_subprotocol",
+    "deflate_answer",
+    "deflate_offer",
+    "negotiate_deflate",
     "normalize_headers",
     "normalize_subprotocols",
     "parse_request_head",
@@ -64,18 +74,35 @@ class WSURL:
     host_header: str
 
 
+#: The punctuation kept as it is in a URL's path and query; spaces, non-ASCII
+#: characters, ``"``, ``<``, ``>`` and ``\`` are percent-encoded, as browsers do.
+_PATH_SAFE = "!#$%&'()*+,-./:;=?@[]^_`{|}~"
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
+
+
 def parse_url(url: str) -> WSURL:
     """Parse a WebSocket URL.
 
     ``http://`` and ``https://`` are accepted as aliases of ``ws://`` and ``wss://``,
-    as simple-websocket 1.1 did.
+    as simple-websocket 1.1 did. Spaces and non-ASCII characters in the path and
+    query are percent-encoded (UTF-8), as browsers do: ``ws://h/a b`` requests
+    ``/a%20b``. A ``%`` is kept as it is, so an already encoded URL is unchanged.
 
     Raises:
-        ValueError: The URL is not a string, has another scheme, has no host, has an
-            invalid port, or carries a fragment.
+        TypeError: The URL is not a ``str``.
+        ValueError: The URL has another scheme, has no host, has an invalid port,
+            carries a fragment, or contains a control character (CR, LF, tab,
+            NUL, ...) anywhere or a space or non-ASCII character in its host.
     """
     if not isinstance(url, str):
-        raise ValueError(f"WebSocket URL must be a str, not {type(url).__name__}")
+        raise TypeError(f"WebSocket URL must be a str, not {type(url).__name__} ({url!r})")
+    if _has_control(url):
+        raise ValueError(
+            f"Invalid WebSocket URL {url!r}: control characters (CR, LF, tab, ...) are not allowed"
+        )
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -91,12 +118,17 @@ def parse_url(url: str) -> WSURL:
         raise ValueError(f"Invalid WebSocket URL {url!r}: no host")
     if parts.fragment:
         raise ValueError(f"Invalid WebSocket URL {url!r}: fragments are not allowed")
+    host = parts.hostname
+    if " " in parts.netloc or not host.isascii():
+        raise ValueError(
+            f"Invalid WebSocket URL {url!r}: the host must be ASCII without spaces "
+            "(encode an international name with IDNA, e.g. xn--...)"
+        )
     secure = scheme in ("wss", "https")
     default_port = 443 if secure else 80
-    host = parts.hostname
-    resource = parts.path or "/"
+    resource = quote(parts.path or "/", safe=_PATH_SAFE)
     if parts.query:
-        resource += "?" + parts.query
+        resource += "?" + quote(parts.query, safe=_PATH_SAFE)
     host_for_header = f"[{host}]" if ":" in host else host
     if port is None or port == default_port:
         host_header = host_for_header
@@ -109,17 +141,35 @@ def normalize_headers(headers: HeadersLike) -> Headers:
     """Return headers given as a mapping or as ``(name, value)`` pairs as a list.
 
     Raises:
-        ValueError: A name or value contains CR or LF, or a name is empty.
+        TypeError: ``headers`` is a string (``"Name: value"``), bytes, or not a
+            mapping nor an iterable of ``(name, value)`` pairs.
+        ValueError: A name or value contains CR or LF, or a name is empty or holds
+            a colon.
     """
     if headers is None:
         return []
+    if isinstance(headers, (str, bytes, bytearray)):
+        raise TypeError(
+            "headers must be a mapping or a list of (name, value) pairs, not "
+            f"{type(headers).__name__} {headers!r}; for one header, write "
+            "{'Name': 'value'}"
+        )
     items: Iterable[Any]
     if isinstance(headers, Mapping) or callable(getattr(headers, "items", None)):
         items = headers.items()  # type: ignore[union-attr]
-    else:
+    elif isinstance(headers, Iterable):
         items = headers
+    else:
+        raise TypeError(
+            "headers must be a mapping or a list of (name, value) pairs, not "
+            f"{type(headers).__name__}"
+        )
     result: Headers = []
     for item in items:
+        if isinstance(item, (str, bytes)) or not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise TypeError(
+                f"headers must hold (name, value) pairs, not {type(item).__name__} {item!r}"
+            )
         name, value = item
         name = str(name)
         value = str(value)
@@ -130,12 +180,14 @@ def normalize_headers(headers: HeadersLike) -> Headers:
 
 
 def normalize_subprotocols(subprotocols: str | Iterable[str] | None) -> list[str]:
-    """Return a subprotocol given as one string or as a list as a list."""
-    if subprotocols is None:
-        return []
-    if isinstance(subprotocols, str):
-        return [subprotocols]
-    return [str(s) for s in subprotocols]
+    """Return a subprotocol given as one string or as a list as a list.
+
+    Raises:
+        TypeError: Not a ``str``, an iterable of ``str`` or ``None``.
+        ValueError: A name is not an HTTP token (empty, or holding spaces, commas
+            or other separators).
+    """
+    return check_subprotocols(subprotocols)
 
 
 def get_header(headers: Sequence[tuple[str, str]], name: str) -> str | None:
@@ -463,6 +515,107 @@ def negotiate_extensions(
     return accepted, (", ".join(values) if values else None)
 
 
+def deflate_offer(options: DeflateOptions) -> str:
+    """Return the ``Sec-WebSocket-Extensions`` offer a client makes for ``options``.
+
+    With the defaults it is the offer wsproto makes:
+    ``permessage-deflate; client_max_window_bits=15; server_max_window_bits=15``.
+    """
+    params = [
+        f"client_max_window_bits={options.client_max_window_bits}",
+        f"server_max_window_bits={options.server_max_window_bits}",
+    ]
+    if options.client_no_context_takeover:
+        params.append("client_no_context_takeover")
+    if options.server_no_context_takeover:
+        params.append("server_no_context_takeover")
+    return f"{PerMessageDeflate.name}; " + "; ".join(params)
+
+
+def _window(value: str | None) -> int:
+    return DEFAULT_WINDOW_BITS if value is None else int(value)
+
+
+def deflate_answer(params: Mapping[str, str | None], options: DeflateOptions) -> str | None:
+    """Return a server's answer to one valid permessage-deflate offer, or ``None``.
+
+    The answer honours what the client asked (its context-takeover flags and the
+    window it allows the server) and adds what ``options`` impose: the server's
+    own flags and smaller windows. ``client_max_window_bits`` is only answered
+    when the client offered it (RFC 7692 7.1.2.2). An offer with a window of 8,
+    which zlib cannot use, is declined (``None``).
+
+    Args:
+        params: :func:`deflate_params` of the offer.
+        options: The server's settings.
+    """
+    answer: list[str] = []
+    if "client_no_context_takeover" in params or options.client_no_context_takeover:
+        answer.append("client_no_context_takeover")
+    if "server_no_context_takeover" in params or options.server_no_context_takeover:
+        answer.append("server_no_context_takeover")
+    if "client_max_window_bits" in params:
+        offered = _window(params["client_max_window_bits"])
+        if offered < MIN_WINDOW_BITS:
+            return None
+        answer.append(f"client_max_window_bits={min(offered, options.client_max_window_bits)}")
+    if "server_max_window_bits" in params:
+        offered = _window(params["server_max_window_bits"])
+        if offered < MIN_WINDOW_BITS:
+            return None
+        answer.append(f"server_max_window_bits={min(offered, options.server_max_window_bits)}")
+    elif options.server_max_window_bits < DEFAULT_WINDOW_BITS:
+        answer.append(f"server_max_window_bits={options.server_max_window_bits}")
+    return "; ".join(answer)
+
+
+def negotiate_deflate(
+    offers: Sequence[str], options: DeflateOptions
+) -> tuple[list[Extension], str | None]:
+    """Accept the first acceptable permessage-deflate offer with a server's settings.
+
+    Returns:
+        The enabled extension (none when no offer was acceptable) and the
+        ``Sec-WebSocket-Extensions`` response value (``None`` when nothing was
+        accepted).
+    """
+    for offer in offers:
+        if offer.split(";", 1)[0].strip() != PerMessageDeflate.name:
+            continue
+        params = deflate_params(offer, response=False)
+        if params is None:
+            continue  # RFC 7692 5: an invalid offer is declined
+        answer = deflate_answer(params, options)
+        if answer is None:
+            continue
+        value = f"{PerMessageDeflate.name}; {answer}" if answer else PerMessageDeflate.name
+        ext = Deflate()
+        ext.finalize(value)
+        return [ext], value
+    return [], None
+
+
+def _deflate_response_error(
+    agreed: Mapping[str, str | None], options: DeflateOptions
+) -> str | None:
+    """Say how a server's permessage-deflate answer breaks what the client offered."""
+    if agreed.get("client_max_window_bits") == "8" or agreed.get("server_max_window_bits") == "8":
+        return "a window size of 8, which zlib cannot use"
+    for side in ("server", "client"):
+        bits = agreed.get(f"{side}_max_window_bits")
+        asked: int = getattr(options, f"{side}_max_window_bits")
+        if bits is not None and int(bits) > asked:
+            return f"{side}_max_window_bits={bits}, above the {asked} offered"
+    if (
+        "server_max_window_bits" not in agreed
+        and options.server_max_window_bits < DEFAULT_WINDOW_BITS
+    ):
+        return f"no server_max_window_bits, though {options.server_max_window_bits} was asked"
+    if options.server_no_context_takeover and "server_no_context_takeover" not in agreed:
+        return "no server_no_context_takeover, though it was asked for"
+    return None
+
+
 # Every 101 response up to the value of its Sec-WebSocket-Accept header.
 _ACCEPT_HEAD_TEXT = (
     "HTTP/1.1 101 Switching Protocols\r\n"
@@ -568,13 +721,24 @@ class ClientHandshake:
         url: WSURL,
         subprotocols: Sequence[str] = (),
         extra_headers: Sequence[tuple[str, str]] = (),
-        compression: bool = True,
+        compression: bool | DeflateOptions | Mapping[str, Any] | None = True,
         key_factory: Callable[[int], bytes] = os.urandom,
     ) -> None:
         self.url = url
         self.subprotocols = list(subprotocols)
         self.key = base64.b64encode(key_factory(16)).decode("ascii")
-        self._offered: list[Extension] = [Deflate()] if compression else []
+        self._deflate = check_compression(compression)
+        self._offered: list[Extension] = []
+        if self._deflate is not None:
+            d = self._deflate
+            self._offered.append(
+                Deflate(
+                    client_no_context_takeover=d.client_no_context_takeover,
+                    client_max_window_bits=d.client_max_window_bits,
+                    server_no_context_takeover=d.server_no_context_takeover,
+                    server_max_window_bits=d.server_max_window_bits,
+                )
+            )
         self._buffer = bytearray()
         self.subprotocol: str | None = None
         self.extensions: list[Extension] = []
@@ -595,15 +759,8 @@ class ClientHandshake:
         ]
         if self.subprotocols:
             lines.append(f"Sec-WebSocket-Protocol: {', '.join(self.subprotocols)}")
-        offers = []
-        for ext in self._offered:
-            offer = ext.offer()
-            if offer is True:
-                offers.append(ext.name)
-            elif offer:
-                offers.append(f"{ext.name}; {offer}")
-        if offers:
-            lines.append(f"Sec-WebSocket-Extensions: {', '.join(offers)}")
+        if self._deflate is not None:
+            lines.append(f"Sec-WebSocket-Extensions: {deflate_offer(self._deflate)}")
         lines.extend(f"{name}: {value}" for name, value in extra_headers)
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
@@ -658,12 +815,12 @@ class ClientHandshake:
                 if ext.name == name and ext not in self.extensions:
                     if name == PerMessageDeflate.name:
                         agreed = deflate_params(accepted, response=True)
-                        if agreed is None or (
-                            # A window size wsproto's zlib use cannot honour.
-                            agreed.get("client_max_window_bits") == "8"
-                            or agreed.get("server_max_window_bits") == "8"
-                        ):
+                        if agreed is None:
                             fail(f"invalid extension parameters {accepted!r}")
+                        assert agreed is not None and self._deflate is not None
+                        problem = _deflate_response_error(agreed, self._deflate)
+                        if problem is not None:
+                            fail(f"invalid extension parameters {accepted!r}: {problem}")
                     try:
                         ext.finalize(accepted)
                     except (ValueError, IndexError):
@@ -677,7 +834,7 @@ class ClientHandshake:
 def accept_request(
     request: HandshakeRequest,
     subprotocol: str | None,
-    compression: bool = True,
+    compression: bool | DeflateOptions | None = True,
     extra_headers: Sequence[tuple[str, str]] = (),
 ) -> tuple[bytes, list[Extension]]:
     """Validate a client's upgrade request and build the server's answer.
@@ -685,7 +842,9 @@ def accept_request(
     Args:
         request: The client's request.
         subprotocol: The subprotocol chosen for this connection, or ``None``.
-        compression: Accept permessage-deflate when the client offers it.
+        compression: Accept permessage-deflate when the client offers it
+            (``True``: with the default settings), with these settings, or not
+            (``False``, ``None``).
         extra_headers: More headers for the 101 response.
 
     Returns:
@@ -702,9 +861,10 @@ def accept_request(
         raise HandshakeError(f"subprotocol {subprotocol!r} was not offered by the client", 500)
     extensions: list[Extension] = []
     extensions_header: str | None = None
-    if compression:
-        extensions, extensions_header = negotiate_extensions(
-            _index_tokens(index, "sec-websocket-extensions"), [Deflate()]
+    options = DeflateOptions() if compression is True else (compression or None)
+    if options is not None:
+        extensions, extensions_header = negotiate_deflate(
+            _index_tokens(index, "sec-websocket-extensions"), options
         )
     return build_accept_response(key, subprotocol, extensions_header, extra_headers), extensions
 
@@ -723,14 +883,25 @@ class ServerHandshake:
     """
 
     subprotocols: list[str]
-    compression: bool
+    compression: Any
     request: HandshakeRequest | None
+    _deflate: DeflateOptions | None
 
     def _init_server_handshake(
-        self, subprotocols: str | Iterable[str] | None, compression: bool
+        self,
+        subprotocols: str | Iterable[str] | None,
+        compression: bool | DeflateOptions | Mapping[str, Any] | None,
     ) -> None:
+        """Check and keep the server's handshake settings.
+
+        Raises:
+            TypeError: ``subprotocols`` or ``compression`` has the wrong type.
+            ValueError: A subprotocol is not a valid name, or a deflate setting is
+                out of range.
+        """
         self.subprotocols = normalize_subprotocols(subprotocols)
         self.compression = compression
+        self._deflate = check_compression(compression)
         self.request = None
 
     def choose_subprotocol(self, request: HandshakeRequest) -> str | None:
@@ -755,7 +926,7 @@ class ServerHandshake:
         """
         self.request = request
         subprotocol = self.choose_subprotocol(request)
-        response, extensions = accept_request(request, subprotocol, self.compression)
+        response, extensions = accept_request(request, subprotocol, self._deflate)
         return response, extensions, subprotocol
 
 

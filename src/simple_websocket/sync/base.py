@@ -19,6 +19,7 @@ from typing import Protocol as TypingProtocol
 
 from ..errors import ConnectionClosed
 from ..sansio.limits import UNSET, Unset, message_limits
+from ..sansio.options import check_connection_options, check_receive_timeout
 from ..sansio.protocol import CloseCode
 from ..sansio.session import Inbox, Message
 
@@ -89,6 +90,14 @@ class BaseConnection:
         max_queue: int = 16,
         event_class: EventFactory | None = None,
     ) -> None:
+        check_connection_options(
+            receive_bytes=receive_bytes,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            max_message_size=max_message_size,
+            close_timeout=close_timeout,
+            max_queue=max_queue,
+        )
         self._inbox = Inbox(max_queue)
         self.max_message_size, self._max_inflated_size = message_limits(max_message_size)
         self.subprotocol: str | None = None
@@ -147,7 +156,11 @@ class BaseConnection:
         Raises:
             ConnectionClosed: The connection is closed and every message received
                 before the close was already returned.
+            TypeError: ``timeout`` is not a number or ``None``.
+            ValueError: ``timeout`` is NaN.
         """
+        if timeout is not None:
+            check_receive_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         event = self._message_event
         while True:
