@@ -271,6 +271,70 @@ async def test_serve_over_tls(tls):
             assert await ws.receive(timeout=5) == b"x" * 300000
 
 
+async def test_wss_to_a_plain_server_says_tls_failed_and_suggests_ws(tls):
+    _, client_ctx = tls
+    # Our server answers a ClientHello with a plain 400; websockets' closes.
+    async with simple_websocket.serve(echo) as ours:
+        with pytest.raises(ssl.SSLError) as info:
+            await AioClient.connect(f"wss://127.0.0.1:{ours.port}/", ssl_context=client_ctx)
+        assert "TLS handshake with 127.0.0.1:" in str(info.value)
+        assert "plain text, not TLS" in str(info.value)
+        assert "use ws:// instead of wss://" in str(info.value)
+    async with ws_serve(ws_echo, "127.0.0.1", 0) as theirs:
+        with pytest.raises(OSError) as info:
+            await AioClient.connect(f"wss://127.0.0.1:{ws_port(theirs)}/", ssl_context=client_ctx)
+        assert "TLS handshake" in str(info.value), repr(info.value)
+        assert "use ws:// instead of wss://" in str(info.value)
+    # A real TLS failure keeps its own error: no hint about ws://.
+    async with simple_websocket.serve(echo, ssl=tls[0]) as server:
+        with pytest.raises(ssl.SSLCertVerificationError) as cert_error:
+            await AioClient.connect(f"wss://localhost:{server.port}/")
+        assert "ws://" not in str(cert_error.value)
+
+
+async def test_ws_to_a_tls_server_suggests_wss(tls):
+    server_ctx, _ = tls
+    async with simple_websocket.serve(echo, ssl=server_ctx) as server:
+        with pytest.raises(ConnectionResetError) as info:
+            await AioClient.connect(f"ws://127.0.0.1:{server.port}/")
+        assert "closed the connection during the opening handshake" in str(info.value)
+        assert "if it expects TLS, use wss://" in str(info.value)
+
+
+async def test_plain_http_server_is_not_a_websocket_endpoint():
+    async def page(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 5\r\n\r\nhello"
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(page, "127.0.0.1", 0)
+    async with server:
+        url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/feed"
+        with pytest.raises(HandshakeRejected) as info:
+            await AioClient.connect(url)
+    assert info.value.status_code == 200
+    assert str(info.value) == (
+        f"Connection error: 200: {url} is not a WebSocket endpoint: the server answered "
+        "HTTP 200 OK instead of 101 Switching Protocols"
+    )
+
+
+async def test_refusal_names_the_url_and_the_reason():
+    async with simple_websocket.serve(
+        echo, process_request=lambda request: simple_websocket.HTTPResponse(401, "token expired\n")
+    ) as server:
+        url = server.url
+        with pytest.raises(HandshakeRejected) as info:
+            await AioClient.connect(url)
+    assert str(info.value) == (
+        f"Connection error: 401: the server refused the WebSocket handshake to {url} "
+        "with HTTP 401 Unauthorized: token expired"
+    )
+
+
 # -- serve() --------------------------------------------------------------------------
 
 

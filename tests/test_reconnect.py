@@ -502,6 +502,68 @@ async def test_giving_up_is_reported_to_every_caller():
         assert client.state == "closed"
 
 
+async def test_giving_up_says_why_the_error_is_not_retried(caplog):
+    server, url, hits = await http_server(403)
+    async with server:
+        with caplog.at_level(logging.INFO, logger="simple_websocket"):
+            client = AioClient.connect(url, reconnect=True)
+            with pytest.raises(HandshakeRejected):
+                await client
+    assert len(hits) == 1
+    (record,) = [r for r in caplog.records if "giving up" in r.getMessage()]
+    assert record.levelno == logging.ERROR
+    message = record.getMessage()
+    assert message.startswith("giving up reconnecting: not retryable: Connection error: 403")
+    assert message.endswith("(HTTP 403 is not retried (only 5xx and 429 answers are))")
+    assert "attempts" not in message
+    assert "retrying in" not in caplog.text
+
+
+async def test_giving_up_after_the_policy_stops_says_so(caplog):
+    sleeps = Sleeps()
+    policy = Backoff(initial=1, jitter=0, max_attempts=3)
+    url = f"ws://127.0.0.1:{free_port()}/"
+    with caplog.at_level(logging.INFO, logger="simple_websocket"):
+        with pytest.raises(ConnectionRefusedError):
+            async for _ in connections(
+                lambda: AioClient.connect(url), policy.retrying(sleep=sleeps)
+            ):
+                pytest.fail("no connection can open")
+    messages = [r.getMessage() for r in caplog.records]
+    failed = [m for m in messages if m.startswith("connection attempt")]
+    assert len(failed) == 2
+    assert failed[0].startswith("connection attempt 1 failed (ConnectionRefusedError")
+    assert failed[0].endswith("; retrying in 1.00 s")
+    (gave_up,) = [m for m in messages if "giving up" in m]
+    assert gave_up.startswith("giving up reconnecting: stopped after 3 attempts: ")
+
+
+async def test_a_lost_connection_is_logged_as_lost_not_as_a_failed_attempt(caplog):
+    async def restart(ws):
+        await ws.close(1012, "restart")
+
+    sleeps = Sleeps()
+    policy = Backoff(initial=0.5, jitter=0, max_attempts=2, healthy_after=0)
+    async with simple_websocket.serve(restart) as server:
+        with caplog.at_level(logging.INFO, logger="simple_websocket"):
+            count = 0
+            async for ws in connections(
+                lambda: AioClient.connect(server.url),
+                policy.retrying(sleep=sleeps),
+                healthy_after=0,
+            ):
+                count += 1
+                await ws.wait_closed()
+                if count == 3:
+                    await ws.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2
+    for message in warnings:
+        assert message.startswith("connection lost after ")
+        assert "(Connection closed: 1012 restart); reconnecting in 0.50 s" in message
+    assert "connection attempt" not in caplog.text
+
+
 async def test_reconnecting_client_typed_and_stream():
     from aiostream import pipe, stream
     from pydantic import BaseModel

@@ -90,10 +90,17 @@ class ConnectionError(SimpleWebsocketError):
 class HandshakeRejected(ConnectionError):
     """The server answered the opening handshake with a status other than 101.
 
+    The message says what that means: a 2xx or 3xx answer comes from a server that
+    does not serve WebSocket at that URL (a web page, a redirect, which is not
+    followed); a 4xx or 5xx answer is a refusal, shown with the start of its body.
+
     Attributes:
         status_code: The HTTP status code of the response.
         headers: The response headers as ``(name, value)`` pairs.
         body: The beginning of the response body, if any arrived with the headers.
+        url: The URL the handshake was sent to, when known.
+        reason_phrase: The reason phrase of the status line (``"Forbidden"``), or
+            an empty string.
     """
 
     def __init__(
@@ -101,10 +108,41 @@ class HandshakeRejected(ConnectionError):
         status_code: int,
         headers: Sequence[tuple[str, str]] = (),
         body: bytes = b"",
+        *,
+        url: str | None = None,
+        reason_phrase: str = "",
     ) -> None:
         super().__init__(status_code)
         self.headers = list(headers)
         self.body = body
+        self.url = url
+        self.reason_phrase = reason_phrase
+        if url is not None:
+            self.args = (f"Connection error: {status_code}: {self._explain(url)}",)
+
+    def _explain(self, url: str) -> str:
+        status = self.status_code or 0
+        answer = f"HTTP {status} {self.reason_phrase}".rstrip()
+        if status < 400:
+            text = (
+                f"{url} is not a WebSocket endpoint: the server answered {answer} "
+                "instead of 101 Switching Protocols"
+            )
+            location = self.header("Location")
+            if 300 <= status < 400 and location:
+                text += f" (a redirect to {location}; redirects are not followed)"
+            return text
+        text = f"the server refused the WebSocket handshake to {url} with {answer}"
+        detail = self._body_text()
+        return f"{text}: {detail}" if detail else text
+
+    def _body_text(self) -> str:
+        """The first line of a short text body, if the response has one."""
+        content_type = (self.header("Content-Type") or "text/plain").lower()
+        if not content_type.startswith("text/plain") or not self.body:
+            return ""
+        line = self.body.decode("utf-8", "replace").strip().split("\n", 1)[0].strip()
+        return line[:200]
 
     def header(self, name: str) -> str | None:
         """Return the first response header called ``name`` (case-insensitive)."""
@@ -195,7 +233,9 @@ class ConnectionClosed(SimpleWebsocketError):
     def __init__(self, reason: int = NO_STATUS_RCVD, message: str | None = None) -> None:
         self.reason = reason
         self.message = message
-        super().__init__(f"Connection closed: {reason} {message or ''}")
+        super().__init__(
+            f"Connection closed: {reason} {message}" if message else f"Connection closed: {reason}"
+        )
 
 
 #: Why a reconnecting client's connection ended; see :class:`Disconnected`.

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import math
 import numbers
@@ -50,7 +51,14 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypeVar, overload
 
-from tenacity import AsyncRetrying, DoAttempt, DoSleep, RetryCallState, retry_if_exception
+from tenacity import (
+    AsyncRetrying,
+    DoAttempt,
+    DoSleep,
+    RetryCallState,
+    RetryError,
+    retry_if_exception,
+)
 from tenacity.stop import stop_after_attempt, stop_after_delay, stop_never
 from tenacity.wait import wait_base
 from typing_extensions import Unpack
@@ -213,15 +221,44 @@ class _ExponentialJitter(wait_base):
         return delay
 
 
-def _log_before_sleep(retry_state: RetryCallState) -> None:
-    outcome = retry_state.outcome
-    exc = outcome.exception() if outcome is not None and outcome.failed else None
-    logger.warning(
-        "connection attempt %d ended (%s); retrying in %.2f s",
-        retry_state.attempt_number,
-        exc,
-        retry_state.upcoming_sleep,
-    )
+def not_retryable_reason(exc: BaseException) -> str:
+    """Say why :func:`is_retryable` does not retry ``exc`` (for logs and errors)."""
+    if isinstance(exc, ProxyError):
+        return "the proxy refused the tunnel; only its 5xx, 429 and network failures are retried"
+    if isinstance(exc, ConnectionClosed):
+        codes = ", ".join(map(str, sorted(RETRYABLE_CLOSE_CODES)))
+        return f"close code {exc.reason} is not retried (only {codes} are)"
+    if isinstance(exc, HandshakeRejected):
+        return f"HTTP {exc.status_code} is not retried (only 5xx and 429 answers are)"
+    if isinstance(exc, HandshakeError):
+        return "an invalid handshake is not retried"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return "a TLS certificate that is not trusted is not retried"
+    return f"{type(exc).__name__} is not retried"
+
+
+async def _give_up_reason(policy: AsyncRetrying, state: RetryCallState, exc: BaseException) -> str:
+    """Say why ``policy`` stopped after the outcome in ``state``.
+
+    The policy's retry condition decides first (tenacity asks it before the stop
+    condition): when it refuses the outcome, the error was not retryable;
+    otherwise the stop condition (``max_attempts``, ``max_elapsed``) was reached.
+    """
+    if isinstance(exc, RetryError):
+        outcome = exc.last_attempt
+        inner = outcome.exception() if outcome.failed else None
+        exc = inner if inner is not None else exc
+    try:
+        verdict = policy.retry(state)
+        if inspect.isawaitable(verdict):
+            verdict = await verdict
+    except Exception:  # a retry condition that fails here: say what is known
+        verdict = True
+    if not verdict:
+        why = not_retryable_reason(exc) if not is_retryable(exc) else "the retry policy refused it"
+        return f"not retryable: {exc} ({why})"
+    attempts = state.attempt_number
+    return f"stopped after {attempts} attempt{'s' if attempts != 1 else ''}: {exc}"
 
 
 @dataclass(frozen=True)
@@ -297,7 +334,6 @@ class Backoff:
             ),
             stop=stop,
             retry=retry_if_exception(self.retry_if),
-            before_sleep=_log_before_sleep,
             reraise=True,
             **options,
         )
@@ -325,6 +361,7 @@ async def connections(
     *,
     healthy_after: float = 10.0,
     clock: Callable[[], float] | None = None,
+    logger: logging.Logger | logging.LoggerAdapter[Any] = logger,
 ) -> AsyncGenerator[C, None]:
     """Yield connections, reconnecting after failures as ``retrying`` says.
 
@@ -334,12 +371,17 @@ async def connections(
     connection was closed by this side or by the peer with 1000, and raises the
     error when the policy gives up or the failure is not retryable.
 
+    Each wait is logged at WARNING, as a failed attempt or as a lost connection,
+    and giving up at ERROR with the reason (not retryable, and why; or the
+    policy's stop condition reached).
+
     Args:
         open_connection: Opens one connection.
         retrying: The tenacity policy; a copy is used, so it can be shared.
         healthy_after: Seconds a connection must stay open for the retry count to
             start again from the first attempt.
         clock: Current time in seconds (default: the event loop's clock).
+        logger: Where to log (default: the ``simple_websocket`` logger).
 
     Raises:
         Exception: The last error, when the policy stops retrying (tenacity's
@@ -349,8 +391,14 @@ async def connections(
     policy = retrying.copy()
     policy.begin()
     state = RetryCallState(policy, fn=None, args=(), kwargs={})
+    # The last outcome was an open connection that dropped (not a failed attempt).
+    lost = False
     while True:
-        do = await policy.iter(retry_state=state)
+        try:
+            do = await policy.iter(retry_state=state)
+        except Exception as exc:
+            logger.error("giving up reconnecting: %s", await _give_up_reason(policy, state, exc))
+            raise
         if isinstance(do, DoAttempt):
             logger.info("opening connection (attempt %d)", state.attempt_number)
             try:
@@ -360,6 +408,7 @@ async def connections(
                 if isinstance(exc_info[1], (asyncio.CancelledError, KeyboardInterrupt)):
                     raise
                 state.set_exception(exc_info)  # type: ignore[arg-type]
+                lost = False
                 continue
             opened = now()
             yield ws
@@ -372,13 +421,37 @@ async def connections(
                 policy.begin()
                 state = RetryCallState(policy, fn=None, args=(), kwargs={})
             dropped = ConnectionClosed(ws.close_reason, ws.close_message)
-            logger.info("connection closed with %s", ws.close_reason)
             state.set_exception((ConnectionClosed, dropped, None))
+            lost = True
         elif isinstance(do, DoSleep):
+            outcome = state.outcome
+            error = outcome.exception() if outcome is not None and outcome.failed else None
+            if lost:
+                logger.warning(
+                    "connection lost after %.1f s (%s); reconnecting in %.2f s",
+                    now() - opened,
+                    error,
+                    float(do),
+                )
+            else:
+                logger.warning(
+                    "connection attempt %d failed (%s); retrying in %.2f s",
+                    state.attempt_number,
+                    _describe_error(error),
+                    float(do),
+                )
             state.prepare_for_next_attempt()
             await policy.sleep(do)  # type: ignore[misc]
         else:
             return
+
+
+def _describe_error(exc: BaseException | None) -> str:
+    """An error as a log line shows it: its type, and its message if it has one."""
+    if exc is None:
+        return "no error"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 OutboxPolicy = Literal["block", "drop_oldest", "raise"]
@@ -583,14 +656,18 @@ class ReconnectingClient:
                     if self._closing:
                         await ws.close()
                         break
-                    await self._serve(ws, first)
+                    try:
+                        await self._serve(ws, first)
+                    except Exception as exc:
+                        logger.error("reconnecting client stopped: %s", _describe_error(exc))
+                        raise
                     first = False
                     if self._closing:
                         break
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
-            logger.error("giving up reconnecting after %d attempts: %s", self.attempts, exc)
+            # Logged already: by connections() when it gave up, or above.
             self._error = exc
             if isinstance(exc, ConnectionClosed):
                 self.close_reason, self.close_message = exc.reason, exc.message

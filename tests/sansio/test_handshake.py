@@ -776,3 +776,24 @@ def test_client_fails_a_deflate_answer_that_ignores_its_offer(settings, answer, 
     hs = ClientHandshake(parse_url("ws://h/"), compression=settings)
     with pytest.raises(HandshakeError, match=problem):
         hs.receive_data(_accept_response(hs, answer))
+
+
+def test_tls_where_plain_http_is_expected_is_named():
+    client_hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 32
+    with pytest.raises(HandshakeError, match="client used wss:// where ws:// is served") as info:
+        parse_request_head(client_hello)
+    assert info.value.status_code == 400
+    alert = b"\x15\x03\x03\x00\x02\x02\x46"
+    with pytest.raises(HandshakeError, match=r"answered with TLS: use wss:// instead of ws://"):
+        ClientHandshake(parse_url("ws://h:8000/")).receive_data(alert)
+
+
+def test_a_rejected_handshake_carries_the_url_and_reason_phrase():
+    hs = ClientHandshake(parse_url("ws://h:8000/feed?x=1"))
+    with pytest.raises(HandshakeRejected) as info:
+        hs.receive_data(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+    assert info.value.url == "ws://h:8000/feed?x=1"
+    assert info.value.reason_phrase == "Not Found"
+    assert "refused the WebSocket handshake to ws://h:8000/feed?x=1 with HTTP 404 Not Found" in str(
+        info.value
+    )

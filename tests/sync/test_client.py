@@ -270,6 +270,44 @@ def test_wss_verifies_certificates_by_default(ca: trustme.CA) -> None:
         assert ws.close_reason == 1000
 
 
+def test_wss_to_a_plain_server_says_tls_failed_and_suggests_ws() -> None:
+    async def handler(ws: Any) -> None:
+        await ws.close()
+
+    with async_server(handler) as ours:
+        with pytest.raises(ssl.SSLError) as info:
+            Client.connect(f"wss://127.0.0.1:{ours.port}/")
+        assert "plain text, not TLS" in str(info.value)
+        assert "use ws:// instead of wss://" in str(info.value)
+    with ws_server(echo) as theirs:
+        with pytest.raises(OSError) as error:
+            Client.connect(f"wss://127.0.0.1:{port_of(theirs)}/")
+        assert "use ws:// instead of wss://" in str(error.value), repr(error.value)
+
+
+def test_ws_to_a_tls_server_suggests_wss(ca: trustme.CA) -> None:
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    with ws_server(echo, ssl=server_context) as server:
+        with pytest.raises(OSError) as info:
+            Client.connect(f"ws://127.0.0.1:{port_of(server)}/")
+        assert "use wss://" in str(info.value), repr(info.value)
+
+
+def test_plain_http_answer_is_not_a_websocket_endpoint() -> None:
+    async def handler(ws: Any) -> None:
+        await ws.close()
+
+    def page(request: Any) -> simple_websocket.HTTPResponse:
+        return simple_websocket.HTTPResponse(200, "<p>hi</p>", [("Content-Type", "text/html")])
+
+    with async_server(handler, process_request=page) as server:
+        url = f"ws://127.0.0.1:{server.port}/page"
+        with pytest.raises(HandshakeRejected) as info:
+            Client.connect(url)
+    assert f"{url} is not a WebSocket endpoint" in str(info.value)
+
+
 # -- against our asyncio server --------------------------------------------------------
 
 

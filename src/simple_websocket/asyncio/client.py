@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import OpenTimeout, ProxyError
-from ..sansio.handshake import WSURL, ClientHandshake
+from ..sansio.handshake import WSURL, ClientHandshake, tls_failure
 from ..sansio.proxy import (
     SOCKS_EXTRA,
     ConnectResponse,
@@ -94,11 +94,11 @@ async def open_connection(
 
     def on_lost(exc: BaseException | None) -> None:
         if not done.done():
-            done.set_exception(
-                exc
-                if exc is not None
-                else ConnectionResetError("connection closed during the opening handshake")
-            )
+            if exc is None or isinstance(exc, (ConnectionResetError, ConnectionAbortedError)):
+                error = url.closed_early()
+                error.__cause__ = exc
+                exc = error
+            done.set_exception(exc)
 
     protocol.on_handshake_data = on_data
     protocol.on_handshake_lost = on_lost
@@ -110,13 +110,19 @@ async def open_connection(
     try:
         async with asyncio.timeout(open_timeout):
             if via is None:
-                base, _ = await loop.create_connection(
-                    lambda: protocol,
-                    url.host,
-                    url.port,
-                    ssl=context,
-                    server_hostname=url.host if context is not None else None,
-                )
+                try:
+                    base, _ = await loop.create_connection(
+                        lambda: protocol,
+                        url.host,
+                        url.port,
+                        ssl=context,
+                        server_hostname=url.host if context is not None else None,
+                    )
+                except OSError as exc:
+                    explained = tls_failure(exc, url) if context is not None else None
+                    if explained is None:
+                        raise
+                    raise explained from exc
                 assert isinstance(base, asyncio.Transport)
                 transport = base
             elif via.is_http:

@@ -49,6 +49,7 @@ __all__ = [
     "parse_request_head",
     "parse_url",
     "reject_response",
+    "tls_failure",
     "validate_request",
 ]
 
@@ -72,6 +73,18 @@ class WSURL:
     resource: str
     #: The value of the ``Host`` header (includes the port when it is not the default).
     host_header: str
+
+    @property
+    def display(self) -> str:
+        """The URL as requested: ``ws://`` or ``wss://``, host, port and resource."""
+        return f"{'wss' if self.secure else 'ws'}://{self.host_header}{self.resource}"
+
+    def closed_early(self) -> ConnectionResetError:
+        """The error for a server that closed the connection before answering."""
+        message = f"{self.display}: the server closed the connection during the opening handshake"
+        if not self.secure:
+            message += " (a TLS server does that to plain text: if it expects TLS, use wss://)"
+        return ConnectionResetError(message)
 
 
 #: The punctuation kept as it is in a URL's path and query; spaces, non-ASCII
@@ -273,6 +286,55 @@ def _accept_key_bytes(key: str) -> bytes:
     return binascii.b2a_base64(digest, newline=False)
 
 
+def _is_tls_record(data: bytes | bytearray) -> bool:
+    """Whether ``data`` starts like a TLS record (a handshake or an alert), not HTTP.
+
+    Such bytes are what a TLS peer sends where plain HTTP was expected: its
+    ClientHello (content type 22) on a server, or an alert (21) on a client.
+    """
+    return len(data) >= 2 and data[0] in (21, 22) and data[1] == 3
+
+
+#: The reasons OpenSSL gives when the peer of a TLS handshake does not speak TLS
+#: (it answered in plain text), or left without a word.
+_PLAIN_TEXT_REASONS = frozenset(
+    {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG", "HTTP_REQUEST"}
+)
+_EOF_REASONS = frozenset({"UNEXPECTED_EOF_WHILE_READING", "EOF"})
+
+
+def tls_failure(exc: BaseException, url: WSURL) -> BaseException | None:
+    """Explain a failed TLS handshake with a ``wss://`` server that may not speak TLS.
+
+    Args:
+        exc: What the TLS handshake raised.
+        url: The ``wss://`` URL.
+
+    Returns:
+        An exception of the same type whose message says what happened and
+        suggests ``ws://`` (to raise from ``exc``), or ``None`` when ``exc`` is
+        another failure (a certificate error, an alert from a real TLS server).
+    """
+    where = f"{url.host}:{url.port}"
+    reason = getattr(exc, "reason", None)
+    if reason in _PLAIN_TEXT_REASONS:
+        message = (
+            f"TLS handshake with {where} failed ({reason}): the server answered in "
+            f"plain text, not TLS; for a plain server use ws:// instead of wss://"
+        )
+    elif reason in _EOF_REASONS or isinstance(exc, (ConnectionResetError, ConnectionAbortedError)):
+        message = (
+            f"TLS handshake with {where} failed: the server closed the connection; "
+            "if it serves plain ws://, use ws:// instead of wss://"
+        )
+    else:
+        return None
+    try:
+        return type(exc)(message)
+    except TypeError:  # pragma: no cover - every OSError subclass takes a message
+        return None
+
+
 def _split_head(data: bytes | bytearray) -> tuple[list[str], bytes] | None:
     """Split a complete HTTP head off ``data``.
 
@@ -366,6 +428,11 @@ def parse_request_head(data: bytes | bytearray) -> tuple[HandshakeRequest, bytes
         HandshakeError: The request line or a header is malformed (status 400), or
             the head is too large (431).
     """
+    if _is_tls_record(data):
+        raise HandshakeError(
+            "a TLS handshake on a plain port: the client used wss:// where ws:// is served",
+            400,
+        )
     split = _split_head(data)
     if split is None:
         return None
@@ -776,6 +843,10 @@ class ClientHandshake:
                 WebSocket handshake for this request.
         """
         self._buffer += data
+        if not self.url.secure and _is_tls_record(self._buffer):
+            raise HandshakeError(
+                f"the server at {self.url.display} answered with TLS: use wss:// instead of ws://"
+            )
         split = _split_head(self._buffer)
         if split is None:
             return False
@@ -787,7 +858,10 @@ class ClientHandshake:
         headers = _parse_header_lines(lines[1:])
         self.response_headers = headers
         if status != 101:
-            raise HandshakeRejected(status, headers, rest)
+            reason = parts[2] if len(parts) > 2 else ""
+            raise HandshakeRejected(
+                status, headers, rest, url=self.url.display, reason_phrase=reason
+            )
         self._check_response(headers)
         self.trailing_data = rest
         return True

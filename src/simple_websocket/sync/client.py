@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from ..errors import OpenTimeout, ProxyError
-from ..sansio.handshake import WSURL, ClientHandshake
+from ..sansio.handshake import WSURL, ClientHandshake, tls_failure
 from ..sansio.proxy import (
     SOCKS_EXTRA,
     ConnectResponse,
@@ -110,15 +110,24 @@ def open_connection(
                 sock = inner
                 inner.do_handshake(remaining)
             else:
-                sock = context.wrap_socket(sock, server_hostname=url.host)
+                try:
+                    sock = context.wrap_socket(sock, server_hostname=url.host)
+                except OSError as exc:
+                    explained = tls_failure(exc, url)
+                    if explained is None:
+                        raise
+                    raise explained from exc
         sock.settimeout(remaining())
         sock.sendall(handshake.request)
         complete = bool(early) and handshake.receive_data(early)
         while not complete:
             sock.settimeout(remaining())
-            data = sock.recv(65536)
+            try:
+                data = sock.recv(65536)
+            except (ConnectionResetError, ConnectionAbortedError) as exc:
+                raise url.closed_early() from exc
             if not data:
-                raise ConnectionResetError("connection closed during the opening handshake")
+                raise url.closed_early()
             complete = handshake.receive_data(data)
     except TimeoutError:
         if sock is not None:
