@@ -3,20 +3,26 @@
 Client::
 
     python -m simple_websocket ws://localhost:8000/ws [--header 'Name: value']
-        [--subprotocol NAME] [--json] [--insecure] [--open-timeout S]
-        [--proxy URL | --no-proxy]
+        [--subprotocol NAME] [--json] [--raw | --no-raw] [--count N] [--wait S]
+        [--insecure] [--open-timeout S] [--proxy URL | --no-proxy]
 
 Each line typed is sent as a text message; received messages are printed with a
 timestamp. Lines starting with ``/`` are commands: ``/ping`` (round-trip time),
 ``/binary HEX`` (send bytes), ``/close [CODE [REASON]]``, ``/help``. End of input
-closes the connection normally.
+closes the connection normally, at once unless ``--wait`` or ``--count`` asks to
+wait for replies.
+
+When standard output is not a terminal (a pipe, a file), or with ``--raw``, the
+output holds the messages only: one per line, no timestamps (binary messages in
+hexadecimal; with ``--json``, each JSON message on one line, as JSON Lines).
 
 Server::
 
-    python -m simple_websocket serve --echo PORT [--host HOST]
+    python -m simple_websocket serve PORT [--echo] [--host HOST]
 
 Exit codes: 0 closed normally; 1 the connection closed abnormally; 2 usage
-error or invalid URL; 3 the connection could not be opened.
+error or invalid URL; 3 the connection could not be opened; 4 fewer than
+``--count`` messages arrived.
 """
 
 from __future__ import annotations
@@ -42,13 +48,15 @@ EXIT_OK = 0
 EXIT_CLOSED = 1
 EXIT_USAGE = 2
 EXIT_CONNECT = 3
+EXIT_INCOMPLETE = 4
 
 HELP = """commands:
   /ping                send a ping and print the round-trip time
   /binary HEX          send bytes given in hexadecimal
   /close [CODE [MSG]]  close the connection (default 1000)
   /help                this text
-anything else is sent as a text message; end of input closes the connection"""
+anything else is sent as a text message; end of input closes the connection (after
+waiting for replies with --wait or --count)"""
 
 
 def _stamp() -> str:
@@ -57,11 +65,24 @@ def _stamp() -> str:
 
 
 def _format(message: str | bytes, pretty_json: bool) -> str:
+    """A message as the interactive client shows it."""
     if isinstance(message, bytes):
         return f"<binary {len(message)} bytes> {message.hex()}"
     if pretty_json:
         try:
             return json.dumps(json.loads(message), indent=2, ensure_ascii=False)
+        except ValueError:
+            pass
+    return message
+
+
+def _format_raw(message: str | bytes, json_lines: bool) -> str:
+    """A message as raw output shows it: as it is, binary in hex, JSON on one line."""
+    if isinstance(message, bytes):
+        return message.hex()
+    if json_lines:
+        try:
+            return json.dumps(json.loads(message), ensure_ascii=False, separators=(",", ":"))
         except ValueError:
             pass
     return message
@@ -75,12 +96,23 @@ def _header(value: str) -> tuple[str, str]:
 
 
 class _Console:
-    def __init__(self, out: TextIO, err: TextIO) -> None:
+    """Where output goes: messages to ``out``, everything else to ``err``.
+
+    In raw mode, the output of commands (``/ping``, ``/help``) also goes to
+    ``err``, so that ``out`` holds messages only.
+    """
+
+    def __init__(self, out: TextIO, err: TextIO, *, raw: bool = False) -> None:
         self.out = out
         self.err = err
+        self.raw = raw
 
     def print(self, text: str) -> None:
         print(text, file=self.out, flush=True)
+
+    def info(self, text: str) -> None:
+        """Print the output of a command."""
+        print(text, file=self.err if self.raw else self.out, flush=True)
 
     def error(self, text: str) -> None:
         print(text, file=self.err, flush=True)
@@ -111,7 +143,7 @@ async def run_client(args: argparse.Namespace, console: _Console, stdin: TextIO)
             open_timeout=args.open_timeout,
             proxy=None if args.no_proxy else (args.proxy or True),
         )
-    except (ValueError, ImportError) as exc:
+    except (ValueError, TypeError, ImportError) as exc:
         console.error(f"error: {exc}")
         return EXIT_USAGE
     except (ConnectionError, OSError) as exc:
@@ -119,9 +151,20 @@ async def run_client(args: argparse.Namespace, console: _Console, stdin: TextIO)
         return EXIT_CONNECT
     console.error(f"connected to {args.url}" + (f" ({ws.subprotocol})" if ws.subprotocol else ""))
 
+    received = 0
+    enough = asyncio.Event()  # --count messages arrived
+
     async def printer() -> None:
+        nonlocal received
         async for message in ws:
-            console.print(f"< {_stamp()} {_format(message, args.json)}")
+            if console.raw:
+                console.print(_format_raw(message, args.json))
+            else:
+                console.print(f"< {_stamp()} {_format(message, args.json)}")
+            received += 1
+            if args.count is not None and received >= args.count:
+                enough.set()
+                return
 
     lines: asyncio.Queue[str | None] = asyncio.Queue()
     threading.Thread(
@@ -138,12 +181,16 @@ async def run_client(args: argparse.Namespace, console: _Console, stdin: TextIO)
                 break
             line = getter.result()
             if line is None:
+                await _wait_for_replies(args, receiving)
                 closed_by_us = True
                 await ws.close()
                 break
             if not await _command(ws, line, console):
                 closed_by_us = True
                 break
+        if enough.is_set():
+            closed_by_us = True
+            await ws.close()
         with contextlib.suppress(ConnectionClosed):
             await receiving
     except ConnectionClosed:
@@ -153,7 +200,24 @@ async def run_client(args: argparse.Namespace, console: _Console, stdin: TextIO)
         await ws.close()
     console.error(f"connection closed: {ws.close_reason} {ws.close_message or ''}".rstrip())
     normal = ws.close_reason in (1000, 1001) or closed_by_us
-    return EXIT_OK if normal else EXIT_CLOSED
+    if not normal:
+        return EXIT_CLOSED
+    if args.count is not None and received < args.count:
+        console.error(f"error: {received} of {args.count} messages arrived")
+        return EXIT_INCOMPLETE
+    return EXIT_OK
+
+
+async def _wait_for_replies(args: argparse.Namespace, receiving: asyncio.Task[None]) -> None:
+    """At end of input, wait as ``--wait`` and ``--count`` say before closing.
+
+    With ``--count``, until that many messages arrived (at most ``--wait``
+    seconds when it is given too); with ``--wait`` alone, that many seconds. The
+    wait also ends when the connection closes.
+    """
+    if args.wait is None and args.count is None:
+        return
+    await asyncio.wait({receiving}, timeout=args.wait)
 
 
 async def _command(ws: AioClient, line: str, console: _Console) -> bool:
@@ -164,7 +228,7 @@ async def _command(ws: AioClient, line: str, console: _Console) -> bool:
     name, _, rest = line[1:].partition(" ")
     if name == "ping":
         rtt = await ws.ping()
-        console.print(f"  {_stamp()} pong in {rtt * 1000:.3f} ms")
+        console.info(f"  {_stamp()} pong in {rtt * 1000:.3f} ms")
     elif name == "binary":
         try:
             data = bytes.fromhex(rest)
@@ -182,7 +246,7 @@ async def _command(ws: AioClient, line: str, console: _Console) -> bool:
         await ws.close(code, reason or None)
         return False
     elif name in ("help", "?"):
-        console.print(HELP)
+        console.info(HELP)
     else:
         console.error(f"error: unknown command /{name} (try /help)")
     return True
@@ -214,23 +278,98 @@ async def run_server(args: argparse.Namespace, console: _Console) -> int:
     return EXIT_OK
 
 
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {value}")
+    return seconds
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {number}")
+    return number
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 65535, not {port}")
+    return port
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m simple_websocket",
-        description="An interactive WebSocket client (or, with 'serve', an echo server).",
+        description="An interactive WebSocket client (or, with 'serve', an echo server: "
+        "python -m simple_websocket serve PORT).",
         epilog=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("url", help="ws:// or wss:// URL to connect to")
     parser.add_argument(
-        "-H", "--header", action="append", type=_header, help="extra header 'Name: value'"
+        "-H",
+        "--header",
+        action="append",
+        type=_header,
+        metavar="'NAME: VALUE'",
+        help="an extra request header; repeat for more",
     )
-    parser.add_argument("-s", "--subprotocol", action="append", help="subprotocol to offer")
-    parser.add_argument("--json", action="store_true", help="pretty-print JSON messages")
+    parser.add_argument(
+        "-s",
+        "--subprotocol",
+        action="append",
+        metavar="NAME",
+        help="a subprotocol to offer; repeat for more, in order of preference",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="pretty-print JSON messages (raw output: one compact JSON document per line)",
+    )
+    parser.add_argument(
+        "--raw",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="print messages only, one per line, without timestamps (binary ones in "
+        "hexadecimal); the default when standard output is not a terminal",
+    )
+    parser.add_argument(
+        "-n",
+        "--count",
+        type=_positive,
+        metavar="N",
+        help="close after receiving N messages; at end of input, wait for them "
+        "(exit code 4 if fewer arrive)",
+    )
+    parser.add_argument(
+        "-w",
+        "--wait",
+        type=_seconds,
+        metavar="S",
+        help="at end of input, wait up to S seconds for replies before closing "
+        "(default: close at once, or wait for --count messages)",
+    )
     parser.add_argument(
         "-k", "--insecure", action="store_true", help="do not verify TLS certificates"
     )
-    parser.add_argument("--open-timeout", type=float, default=10.0, help="seconds (10)")
+    parser.add_argument(
+        "--open-timeout",
+        type=_seconds,
+        default=10.0,
+        metavar="S",
+        help="seconds allowed for connecting and the handshake (default: 10)",
+    )
     proxy = parser.add_mutually_exclusive_group()
     proxy.add_argument(
         "--proxy",
@@ -246,11 +385,27 @@ def _parser() -> argparse.ArgumentParser:
 
 def _serve_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m simple_websocket serve", description="A WebSocket echo server."
+        prog="python -m simple_websocket serve",
+        description="A WebSocket echo server: every message received is sent back.",
     )
-    parser.add_argument("--echo", metavar="PORT", type=int, required=True, dest="port")
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("port", type=_port, help="port to listen on (0: any free port)")
+    parser.add_argument(
+        "--echo",
+        action="store_true",
+        help="echo messages back (what this server does; accepted for clarity)",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)"
+    )
     return parser
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty()) if isatty is not None else False
+    except ValueError:  # a closed stream
+        return False
 
 
 def main(
@@ -262,7 +417,8 @@ def main(
 ) -> int:
     """Run the command line; return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    console = _Console(stdout or sys.stdout, stderr or sys.stderr)
+    out = stdout or sys.stdout
+    console = _Console(out, stderr or sys.stderr)
     try:
         if argv[:1] == ["serve"]:
             args = _serve_parser().parse_args(argv[1:])
@@ -271,6 +427,7 @@ def main(
     except SystemExit as exc:
         code: Any = exc.code
         return code if isinstance(code, int) else EXIT_USAGE
+    console.raw = args.raw if args.raw is not None else not _is_terminal(out)
     try:
         return asyncio.run(run_client(args, console, stdin or sys.stdin))
     except KeyboardInterrupt:
