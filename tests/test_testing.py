@@ -2,6 +2,12 @@
 
 import asyncio
 import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import websockets
@@ -312,3 +318,74 @@ async def test_the_documented_fault_proxy_example(ws_server):
             assert drop.cause == "ping_timeout"
             await client.send("back")  # sent on the new connection
             await ws_server.wait_for_messages(1)
+
+
+# -- the pytest plugin in a project of its own -------------------------------------------
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _fresh_project_env() -> dict[str, str]:
+    """The environment without what the running pytest set for itself."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("PYTEST_") and name != "PYTHONPATH"
+    }
+
+
+def test_the_documented_fixtures_work_in_a_fresh_project(tmp_path):
+    """The testing how-to's examples pass in a project with no pytest configuration."""
+    doc = (ROOT / "docs" / "howto" / "testing.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", doc, re.S)
+    assert len(blocks) == 2, "the how-to's examples changed: update this test"
+    (tmp_path / "test_bot.py").write_text("\n\n".join(blocks))
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rA"],
+        cwd=tmp_path,
+        env=_fresh_project_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "2 passed" in output, output
+    assert "not natively supported" not in output
+
+
+def test_an_asyncio_mark_of_the_project_is_kept(tmp_path):
+    (tmp_path / "test_marked.py").write_text(
+        textwrap.dedent(
+            """
+            import asyncio
+
+            import pytest
+
+            pytestmark = pytest.mark.asyncio(loop_scope="module")
+            loops = []
+
+            async def test_first(ws_server):
+                loops.append(asyncio.get_running_loop())
+
+            async def test_second(ws_server):
+                loops.append(asyncio.get_running_loop())
+                # The module's loop scope, not a loop per test.
+                assert loops[0] is loops[1]
+
+            async def test_other_tests_keep_the_module_mark():
+                pass
+            """
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"],
+        cwd=tmp_path,
+        env=_fresh_project_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "3 passed" in output, output

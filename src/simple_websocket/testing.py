@@ -22,9 +22,12 @@ loses power) and delay what it forwards::
         proxy.blackhole()        # the client's keepalive must notice
 
 The pytest plugin (registered under the ``pytest11`` entry point, so it is active
-wherever this package is installed) provides two fixtures when pytest-asyncio is
-installed: ``ws_server``, a started :class:`ScriptedServer`, and
-``ws_server_factory``, an async callable creating more; all are stopped at teardown.
+wherever this package is installed) provides two fixtures: ``ws_server``, a started
+:class:`ScriptedServer`, and ``ws_server_factory``, an async callable creating more;
+all are stopped at teardown. They need pytest-asyncio (the ``testing`` extra
+installs it), and nothing more: an ``async def`` test that uses them is marked as an
+asyncio test unless it already has such a mark, so pytest-asyncio's default strict
+mode runs it. Without pytest-asyncio, the fixtures fail and say what to install.
 """
 
 from __future__ import annotations
@@ -828,13 +831,57 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 # -- pytest plugin -----------------------------------------------------------------------
+# The fixtures run in the test's event loop, which pytest-asyncio provides. A test
+# that asks for one of them is an asyncio test whatever pytest-asyncio's mode: the
+# plugin marks it, so that a project needs no configuration (pytest-asyncio's
+# default "strict" mode otherwise skips unmarked async tests as unsupported).
+
+#: The fixtures of this plugin; an ``async def`` test using one runs with asyncio.
+FIXTURES = ("ws_server", "ws_server_factory")
+
+_MISSING_PYTEST_ASYNCIO = (
+    "the {name} fixture of simple_websocket.testing runs in the test's event loop, "
+    "which pytest-asyncio provides: pip install pytest-asyncio"
+)
+
+try:  # pragma: no cover - exercised through pytest's plugin loading
+    import pytest
+except ImportError:  # pragma: no cover
+    pytest = None  # type: ignore[assignment]
 
 try:  # pragma: no cover - exercised through pytest's plugin loading
     import pytest_asyncio
 except ImportError:  # pragma: no cover
     pytest_asyncio = None  # type: ignore[assignment]
 
-if pytest_asyncio is not None:
+
+def _uses_our_fixtures(item: Any) -> bool:
+    """Whether ``item`` is an ``async def`` test asking (maybe indirectly) for a fixture here."""
+    function = getattr(item, "obj", None)
+    names = getattr(item, "fixturenames", ())
+    return inspect.iscoroutinefunction(function) and any(name in names for name in FIXTURES)
+
+
+if pytest is not None and pytest_asyncio is not None:
+
+    @pytest.hookimpl(hookwrapper=True, trylast=True)
+    def pytest_pycollect_makeitem(collector: Any, name: str, obj: object) -> Any:
+        """Mark ``async def`` tests that use the fixtures here as asyncio tests.
+
+        Runs inside pytest-asyncio's own wrapper of this hook, which then takes the
+        marked tests as its own, as if the project had set ``asyncio_mode = auto``
+        for them. A test that already has an ``asyncio`` mark keeps it.
+        """
+        outcome = yield
+        result = outcome.get_result()
+        items = result if isinstance(result, list) else [result]
+        for item in items:
+            if (
+                isinstance(item, pytest.Function)
+                and item.get_closest_marker("asyncio") is None
+                and _uses_our_fixtures(item)
+            ):
+                item.add_marker(pytest.mark.asyncio)
 
     @pytest_asyncio.fixture
     async def ws_server() -> AsyncIterator[ScriptedServer]:
@@ -855,3 +902,15 @@ if pytest_asyncio is not None:
         yield make
         for server in servers:
             await server.stop()
+
+elif pytest is not None:  # pragma: no cover - pytest-asyncio is a test dependency here
+
+    @pytest.fixture
+    def ws_server() -> Any:
+        """Fails with what to install: the server needs pytest-asyncio's event loop."""
+        pytest.fail(_MISSING_PYTEST_ASYNCIO.format(name="ws_server"), pytrace=False)
+
+    @pytest.fixture
+    def ws_server_factory() -> Any:
+        """Fails with what to install: the servers need pytest-asyncio's event loop."""
+        pytest.fail(_MISSING_PYTEST_ASYNCIO.format(name="ws_server_factory"), pytrace=False)
