@@ -73,9 +73,7 @@ def test_a_rejected_handshake_says_what_the_answer_means() -> None:
         "Connection error: 401: the server refused the WebSocket handshake to "
         "ws://h:8000/feed with HTTP 401 Unauthorized: token expired"
     )
-    html = errors.HandshakeRejected(
-        503, [("Content-Type", "text/html")], b"<h1>down</h1>", url=url
-    )
+    html = errors.HandshakeRejected(503, [("Content-Type", "text/html")], b"<h1>down</h1>", url=url)
     assert str(html).endswith("with HTTP 503")
     # Without a URL (built by hand), the message of simple-websocket 1.1.
     assert str(errors.HandshakeRejected(403)) == "Connection error: 403"
