@@ -2,9 +2,14 @@
 
 import asyncio
 import contextlib
+import logging
+import pathlib
 import select
+import shutil
 import socket
 import ssl
+import sys
+import tempfile
 import time
 from http import HTTPStatus
 
@@ -12,12 +17,16 @@ import aiohttp
 import pytest
 import trustme
 import websockets
+from websockets.asyncio.client import unix_connect
 from websockets.asyncio.server import serve as ws_serve
+from websockets.asyncio.server import unix_serve
+from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 
 import simple_websocket
 from simple_websocket import (
     AioClient,
     AioServer,
+    Backoff,
     ConnectionClosed,
     HandshakeError,
     HandshakeRejected,
@@ -701,3 +710,197 @@ async def test_two_keys_get_400_not_101():
         status = await asyncio.wait_for(reader.readline(), 5)
         writer.close()
     assert status.startswith(b"HTTP/1.1 400 "), status
+
+
+# -- options users of other libraries expect -------------------------------------------
+
+
+async def test_user_agent_is_sent_by_default_and_can_be_changed_or_dropped():
+    seen = []
+
+    async def record(conn):
+        seen.append(conn.request.headers.get_all("User-Agent"))
+        await conn.close()
+
+    python = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    async with ws_serve(record, "127.0.0.1", 0) as server:
+        url = f"ws://127.0.0.1:{ws_port(server)}/"
+        for options in (
+            {},
+            {"user_agent": "market-bot/1.2"},
+            {"user_agent": None},
+            {"headers": {"user-agent": "from-headers/1"}},
+            {"reconnect": True},
+        ):
+            ws = await AioClient.connect(url, **options)
+            await ws.close()
+    assert seen == [
+        [f"simple-websocket/{simple_websocket.__version__} Python/{python}"],
+        ["market-bot/1.2"],
+        [],
+        ["from-headers/1"],
+        [f"simple-websocket/{simple_websocket.__version__} Python/{python}"],
+    ]
+    with pytest.raises(ValueError, match="User-Agent is given twice"):
+        AioClient.connect(url, user_agent="a", headers={"User-Agent": "b"})
+    with pytest.raises(ValueError, match="user_agent must not contain control characters"):
+        AioClient.connect(url, user_agent="a\r\nX: y")
+
+
+async def test_origin_is_sent_and_checked_by_our_server():
+    async with simple_websocket.serve(echo, origins=["https://app.example"]) as server:
+        async with AioClient.connect(server.url, origin="https://app.example") as ws:
+            assert ws.extra_headers == []
+            await ws.send("allowed")
+            assert await ws.receive(timeout=5) == "allowed"
+        with pytest.raises(HandshakeRejected) as info:
+            await AioClient.connect(server.url, origin="https://evil.example")
+        assert info.value.status_code == 403
+    with pytest.raises(ValueError, match="Origin is given twice"):
+        AioClient.connect(server.url, origin="https://a", headers=[("Origin", "https://b")])
+    with pytest.raises(TypeError, match="origin must be a str or None"):
+        AioClient.connect(server.url, origin=b"https://a")
+
+
+@pytest.fixture
+def socket_path():
+    # A short directory: a Unix socket path may not exceed about 100 bytes.
+    directory = tempfile.mkdtemp(prefix="sw-", dir="/tmp")
+    try:
+        yield pathlib.Path(directory) / "ws.sock"
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+async def test_unix_socket_client_and_server(socket_path):
+    seen = []
+
+    async def handler(ws):
+        seen.append((ws.request.target, ws.request.host))
+        await echo(ws)
+
+    async with simple_websocket.serve(handler, unix_socket=socket_path) as server:
+        assert server.unix_socket == str(socket_path)
+        assert server.url == "ws://localhost/"
+        assert server.port == 0
+        async with AioClient.connect("ws://localhost/feed", unix_socket=socket_path) as ws:
+            await ws.send("over a unix socket")
+            assert await ws.receive(timeout=5) == "over a unix socket"
+        client = await AioClient.connect(
+            server.url, unix_socket=str(socket_path), reconnect=Backoff(initial=0.01)
+        )
+        await client.send("reconnecting too")
+        assert await client.receive(timeout=5) == "reconnecting too"
+        await client.close()
+    assert seen == [("/feed", "localhost"), ("/", "localhost")]
+    # The server removed its socket file when it closed.
+    assert not socket_path.exists()
+    with pytest.raises(ValueError, match="a proxy cannot be used with unix_socket"):
+        AioClient.connect("ws://localhost/", unix_socket=socket_path, proxy="http://p:3128")
+    with pytest.raises(ValueError, match="unix_socket= replaces host, port and sock="):
+        simple_websocket.serve(echo, port=8000, unix_socket=socket_path)
+
+
+async def test_unix_socket_against_websockets_both_ways(socket_path):
+    async with unix_serve(ws_echo, str(socket_path)):
+        async with AioClient.connect("ws://localhost/", unix_socket=socket_path) as ws:
+            await ws.send("to websockets")
+            assert await ws.receive(timeout=5) == "to websockets"
+    async with simple_websocket.serve(echo, unix_socket=socket_path):
+        async with unix_connect(str(socket_path), "ws://localhost/") as conn:
+            await conn.send("from websockets")
+            assert await conn.recv() == "from websockets"
+
+
+async def test_logger_option_logs_where_the_application_says(caplog):
+    app = logging.getLogger("app.ws")
+
+    async def broken(ws):
+        raise RuntimeError("bug in handler")
+
+    with caplog.at_level(logging.INFO):
+        async with simple_websocket.serve(broken, logger=app) as server:
+            ws = await AioClient.connect(server.url)
+            with pytest.raises(ConnectionClosed):
+                await ws.receive(timeout=5)
+        # A keepalive timeout is logged by the connection that noticed it.
+        async with simple_websocket.serve(echo) as plain:
+            ws = await AioClient.connect(
+                plain.url, ping_interval=0.05, ping_timeout=0.05, logger="app.ws.client"
+            )
+            plain_transport = next(iter(plain.connections)).transport
+            plain_transport.pause_reading()  # the server stops answering pings
+            with pytest.raises(ConnectionClosed):
+                await ws.receive(timeout=5)
+            plain_transport.resume_reading()  # so that it sees the client leave
+        # The reconnecting client says why it gives up on the application's logger.
+        refused = await asyncio.start_server(_refuse_403, "127.0.0.1", 0)
+        async with refused:
+            url = f"ws://127.0.0.1:{refused.sockets[0].getsockname()[1]}/"
+            client = AioClient.connect(url, reconnect=True, logger=app)
+            with pytest.raises(HandshakeRejected):
+                await client
+    by_logger = {}
+    for record in caplog.records:
+        by_logger.setdefault(record.name, []).append(record.getMessage())
+    assert "connection handler failed" in by_logger["app.ws"]
+    assert any(m.startswith("giving up reconnecting: not retryable") for m in by_logger["app.ws"])
+    assert any("keepalive ping timeout" in m for m in by_logger["app.ws.client"])
+    assert "simple_websocket" not in by_logger, by_logger.get("simple_websocket")
+
+
+async def _refuse_403(reader, writer):
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+    await writer.drain()
+    writer.close()
+
+
+# -- permessage-deflate settings, against websockets both ways ---------------------------
+
+
+async def test_deflate_settings_offered_to_websockets():
+    async with ws_serve(ws_echo, "127.0.0.1", 0) as server:
+        url = f"ws://127.0.0.1:{ws_port(server)}/"
+        settings = simple_websocket.DeflateOptions(
+            server_max_window_bits=10,
+            client_max_window_bits=11,
+            server_no_context_takeover=True,
+            client_no_context_takeover=True,
+        )
+        async with AioClient.connect(url, compression=settings) as ws:
+            agreed = dict(ws.response_headers)["Sec-WebSocket-Extensions"]
+            assert "server_no_context_takeover" in agreed
+            assert "server_max_window_bits=10" in agreed
+            for i in range(5):
+                message = f"tick {i} " * 500
+                await ws.send(message)
+                assert await ws.receive(timeout=5) == message
+        async with AioClient.connect(url, compression={"client_max_window_bits": 9}) as ws:
+            await ws.send(b"\x00" * 100_000)
+            assert await ws.receive(timeout=5) == b"\x00" * 100_000
+
+
+async def test_deflate_settings_applied_by_our_server_to_websockets_clients():
+    settings = {"server_max_window_bits": 11, "client_no_context_takeover": True}
+    async with simple_websocket.serve(echo, compression=settings) as server:
+        async with websockets.connect(server.url) as conn:
+            agreed = conn.response.headers["Sec-WebSocket-Extensions"]
+            assert "server_max_window_bits=11" in agreed
+            assert "client_no_context_takeover" in agreed
+            for i in range(5):
+                message = f"quote {i} " * 500
+                await conn.send(message)
+                assert await conn.recv() == message
+        # A client that cannot limit its window is still accepted, with compression.
+        async with websockets.connect(
+            server.url,
+            compression=None,
+            extensions=[ClientPerMessageDeflateFactory(client_max_window_bits=None)],
+        ) as conn:
+            assert "permessage-deflate" in conn.response.headers["Sec-WebSocket-Extensions"]
+            await conn.send("x" * 10_000)
+            assert await conn.recv() == "x" * 10_000
+    async with simple_websocket.serve(echo, compression=False) as server:
+        async with websockets.connect(server.url) as conn:
+            assert "Sec-WebSocket-Extensions" not in conn.response.headers

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__ as __version__
 from .aiows import AioClient, AioServer, Connect, serve
 from .asyncio.connection import BaseConnection, Connection
 from .asyncio.server import WebSocketServer
@@ -31,6 +32,7 @@ from .errors import (
 )
 from .integrations.asgi import ASGIConnection
 from .sansio.handshake import HandshakeRequest, HTTPResponse
+from .sansio.options import DeflateOptions
 from .sansio.protocol import CloseCode
 from .ws import Client, Server
 
@@ -39,8 +41,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .codecs import Codec, JsonCodec, PydanticCodec
     from .reconnect import Backoff, ReconnectingClient
     from .subscriptions import Subscription
-
-__version__ = "2.0.0.dev0"
 
 _LAZY = {
     "Backoff": "reconnect",
@@ -78,6 +78,7 @@ __all__ = [  # noqa: RUF022
     "Connect",
     "Connection",
     "DecodeError",
+    "DeflateOptions",
     "Disconnected",
     "EncodeError",
     "GapError",

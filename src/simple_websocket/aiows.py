@@ -15,6 +15,7 @@ is noticed and replaced; a plain ``await AioClient.connect(url)`` keeps 1.1's
 from __future__ import annotations
 
 import inspect
+import os
 import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
@@ -30,17 +31,23 @@ from .integrations.asgi import ASGIConnection
 from .sansio.handshake import (
     HandshakeRequest,
     HeadersLike,
+    check_header_conflicts,
     normalize_headers,
     normalize_subprotocols,
     parse_url,
 )
 from .sansio.limits import SERVE_MAX_MESSAGE_SIZE, UNSET, Unset
 from .sansio.options import (
+    Compression,
+    LoggerLike,
     check_callable,
     check_compression,
     check_connection_options,
+    check_header_value,
     check_instance,
+    check_logger,
     check_seconds,
+    check_unix_socket,
     describe,
 )
 from .sansio.protocol import CloseCode
@@ -116,8 +123,9 @@ class AioServer(ServerConnection):
         ping_timeout: float | None = None,
         close_timeout: float = 5.0,
         max_queue: int = 16,
-        compression: bool = True,
+        compression: Compression = True,
         path: str = "/",
+        logger: LoggerLike | None = None,
     ) -> ASGIConnection: ...
 
     @overload
@@ -136,8 +144,9 @@ class AioServer(ServerConnection):
         ping_timeout: float | None = None,
         close_timeout: float = 5.0,
         max_queue: int = 16,
-        compression: bool = True,
+        compression: Compression = True,
         path: str = "/",
+        logger: LoggerLike | None = None,
     ) -> ASGIConnection: ...
 
     @overload
@@ -156,8 +165,9 @@ class AioServer(ServerConnection):
         ping_timeout: float | None = None,
         close_timeout: float = 5.0,
         max_queue: int = 16,
-        compression: bool = True,
+        compression: Compression = True,
         path: str = "/",
+        logger: LoggerLike | None = None,
     ) -> Self: ...
 
     @classmethod
@@ -175,8 +185,9 @@ class AioServer(ServerConnection):
         ping_timeout: float | None = None,
         close_timeout: float = 5.0,
         max_queue: int = 16,
-        compression: bool = True,
+        compression: Compression = True,
         path: str = "/",
+        logger: LoggerLike | None = None,
     ) -> Self | ASGIConnection:
         """Accept a WebSocket connection from a client.
 
@@ -205,8 +216,13 @@ class AioServer(ServerConnection):
             ping_timeout: Seconds to wait for a pong (default: until the next ping).
             close_timeout: Seconds ``close()`` waits for the closing handshake.
             max_queue: Messages buffered before reading pauses.
-            compression: Accept permessage-deflate when the client offers it.
+            compression: Accept permessage-deflate when the client offers it:
+                ``True`` (default settings), ``False``, or a
+                :class:`~simple_websocket.DeflateOptions` (or a dict of its fields)
+                with window sizes and context takeover.
             path: The request target, for ``sock``.
+            logger: The logger of this connection (a ``logging.Logger``, an
+                adapter, or a logger's name); default ``simple_websocket``.
 
         Returns:
             The connected server connection: an instance of this class, or an
@@ -230,6 +246,7 @@ class AioServer(ServerConnection):
             "ping_timeout": ping_timeout,
             "close_timeout": close_timeout,
             "max_queue": max_queue,
+            "logger": logger,
         }
         ws = cls(
             {"aiohttp": aiohttp, "asgi": asgi, "sock": sock, "headers": headers},
@@ -314,7 +331,7 @@ class AioClient(Connection):
         open_timeout: float | None = 10.0,
         close_timeout: float = 5.0,
         ping_timeout: float | Unset | None = UNSET,
-        compression: bool = True,
+        compression: Compression = True,
         max_queue: int = 16,
         retry: Backoff | AsyncRetrying | None = None,
         reconnect: Literal[False] | None = None,
@@ -324,6 +341,10 @@ class AioClient(Connection):
         outbox_policy: OutboxPolicy = "block",
         proxy: ProxySource = True,
         proxy_ssl_context: ssl.SSLContext | None = None,
+        user_agent: str | Unset | None = UNSET,
+        origin: str | None = None,
+        unix_socket: str | os.PathLike[str] | None = None,
+        logger: LoggerLike | None = None,
     ) -> Connect[Self]: ...
 
     @overload
@@ -341,7 +362,7 @@ class AioClient(Connection):
         open_timeout: float | None = 10.0,
         close_timeout: float = 5.0,
         ping_timeout: float | Unset | None = UNSET,
-        compression: bool = True,
+        compression: Compression = True,
         max_queue: int = 16,
         retry: Backoff | AsyncRetrying | None = None,
         reconnect: Literal[True] | Backoff | AsyncRetrying,
@@ -352,6 +373,10 @@ class AioClient(Connection):
         idle_timeout: float | None = None,
         proxy: ProxySource = True,
         proxy_ssl_context: ssl.SSLContext | None = None,
+        user_agent: str | Unset | None = UNSET,
+        origin: str | None = None,
+        unix_socket: str | os.PathLike[str] | None = None,
+        logger: LoggerLike | None = None,
     ) -> ReconnectingClient: ...
 
     @overload
@@ -369,7 +394,7 @@ class AioClient(Connection):
         open_timeout: float | None = 10.0,
         close_timeout: float = 5.0,
         ping_timeout: float | Unset | None = UNSET,
-        compression: bool = True,
+        compression: Compression = True,
         max_queue: int = 16,
         retry: Backoff | AsyncRetrying | None = None,
         reconnect: bool | Backoff | AsyncRetrying | None,
@@ -380,6 +405,10 @@ class AioClient(Connection):
         idle_timeout: float | None = None,
         proxy: ProxySource = True,
         proxy_ssl_context: ssl.SSLContext | None = None,
+        user_agent: str | Unset | None = UNSET,
+        origin: str | None = None,
+        unix_socket: str | os.PathLike[str] | None = None,
+        logger: LoggerLike | None = None,
     ) -> Connect[Self] | ReconnectingClient: ...
 
     @classmethod
@@ -396,7 +425,7 @@ class AioClient(Connection):
         open_timeout: float | None = 10.0,
         close_timeout: float = 5.0,
         ping_timeout: float | Unset | None = UNSET,
-        compression: bool = True,
+        compression: Compression = True,
         max_queue: int = 16,
         retry: Backoff | AsyncRetrying | None = None,
         reconnect: bool | Backoff | AsyncRetrying | None = None,
@@ -407,6 +436,10 @@ class AioClient(Connection):
         idle_timeout: float | None = None,
         proxy: ProxySource = True,
         proxy_ssl_context: ssl.SSLContext | None = None,
+        user_agent: str | Unset | None = UNSET,
+        origin: str | None = None,
+        unix_socket: str | os.PathLike[str] | None = None,
+        logger: LoggerLike | None = None,
     ) -> Connect[Self] | ReconnectingClient:
         """Open a WebSocket connection to ``url``.
 
@@ -448,7 +481,10 @@ class AioClient(Connection):
             close_timeout: Seconds ``close()`` waits for the closing handshake.
             ping_timeout: Seconds to wait for a pong; ``None`` waits until the next
                 ping is due. Not given: ``None``, or 20 for reconnected connections.
-            compression: Offer permessage-deflate (RFC 7692).
+            compression: Offer permessage-deflate (RFC 7692): ``True`` with the
+                default settings, ``False``, or a
+                :class:`~simple_websocket.DeflateOptions` (or a dict of its fields)
+                with window sizes and context takeover.
             max_queue: Messages buffered before reading pauses.
             retry: The retry policy of ``await`` (retries opening), ``async with``
                 and ``async for``: a :class:`~simple_websocket.reconnect.Backoff` or a
@@ -479,6 +515,20 @@ class AioClient(Connection):
                 every connection attempt.
             proxy_ssl_context: TLS settings for an ``https://`` proxy (default: the
                 system's trusted CAs). ``ssl_context`` applies to the server.
+            user_agent: The ``User-Agent`` header. Not given:
+                ``simple-websocket/<version> Python/<x.y>``
+                (:data:`~simple_websocket.sansio.handshake.DEFAULT_USER_AGENT`),
+                or the one in ``headers``; ``None`` sends none.
+            origin: An ``Origin`` header (``"https://example.com"``), for servers
+                that check where a client comes from as they do for browsers.
+            unix_socket: Connect to the server listening on this Unix socket path
+                (``str`` or ``os.PathLike``) instead of the URL's host and port. The
+                URL still gives the ``Host`` header, the path and, for ``wss://``,
+                the name the certificate is checked against
+                (``ws://localhost/feed``). No proxy is used.
+            logger: Where the connection (and a reconnecting client) logs: a
+                ``logging.Logger``, a ``LoggerAdapter`` or a logger's name.
+                Default: the ``simple_websocket`` logger.
 
         Every option is checked at once, not when the result is awaited.
 
@@ -494,6 +544,9 @@ class AioClient(Connection):
                 or a callable, ...). Every message names the parameter.
         """
         _check_proxy(proxy)
+        unix_path = check_unix_socket(unix_socket)
+        if unix_path is not None and proxy is not True and proxy is not None:
+            raise ValueError("a proxy cannot be used with unix_socket=; give proxy=None")
         reconnecting = reconnect is not None and reconnect is not False
         if idle_timeout is not None and not reconnecting:
             raise ValueError(
@@ -511,7 +564,10 @@ class AioClient(Connection):
             reconnect=reconnect,
             hooks={"on_connect": on_connect, "on_disconnect": on_disconnect},
             proxy_ssl_context=proxy_ssl_context,
+            user_agent=user_agent,
+            origin=origin,
         )
+        check_logger(logger)
         options: dict[str, Any] = {
             "receive_bytes": receive_bytes,
             "ping_interval": None if ping_interval is UNSET else ping_interval,
@@ -520,8 +576,11 @@ class AioClient(Connection):
             "close_timeout": close_timeout,
             "ping_timeout": None if ping_timeout is UNSET else ping_timeout,
             "max_queue": max_queue,
+            "logger": logger,
         }
-        check_connection_options(**{k: v for k, v in options.items() if k != "ssl_context"})
+        check_connection_options(
+            **{k: v for k, v in options.items() if k not in ("ssl_context", "logger")}
+        )
         # What the connections of `async for` and of a reconnecting client use.
         reconnected = {
             **options,
@@ -540,6 +599,9 @@ class AioClient(Connection):
             iter_options=reconnected,
             proxy=proxy,
             proxy_ssl_context=proxy_ssl_context,
+            user_agent=user_agent,
+            origin=origin,
+            unix_socket=unix_path,
         )
         if not reconnecting:
             return connect
@@ -555,16 +617,20 @@ class AioClient(Connection):
             outbox_size=outbox_size,
             outbox_policy=outbox_policy,
             idle_timeout=idle_timeout,
+            logger=logger,
         )
 
     async def _open(
         self,
         open_timeout: float | None,
-        compression: bool,
         proxy: str | bool | None = None,
         proxy_ssl_context: ssl.SSLContext | None = None,
+        **handshake: Any,
     ) -> None:
         """Connect (through ``proxy``, if any) and perform the opening handshake.
+
+        ``handshake`` holds the options of ``open_connection`` that shape the
+        request: ``compression``, ``user_agent``, ``origin`` and ``unix_socket``.
 
         Raises:
             OpenTimeout: Opening took longer than ``open_timeout``.
@@ -580,10 +646,10 @@ class AioClient(Connection):
             subprotocols=self.subprotocols,
             headers=self.extra_headers,
             ssl_context=self.ssl_context,
-            compression=compression,
             open_timeout=open_timeout,
             proxy=proxy,
             proxy_ssl_context=proxy_ssl_context,
+            **handshake,
         )
 
 
@@ -605,6 +671,8 @@ def _check_connect(
     reconnect: Any,
     hooks: dict[str, Any],
     proxy_ssl_context: Any = None,
+    user_agent: Any = UNSET,
+    origin: Any = None,
 ) -> None:
     """Check the options of :meth:`AioClient.connect` besides the connection's own.
 
@@ -621,7 +689,11 @@ def _check_connect(
         )
     normalize_subprotocols(subprotocols)
     if not callable(headers):
-        normalize_headers(headers)
+        names = {name.lower() for name, _ in normalize_headers(headers)}
+        check_header_conflicts(names, user_agent, origin)
+    if user_agent is not UNSET:
+        check_header_value("user_agent", user_agent)
+    check_header_value("origin", origin)
     check_instance("ssl_context", ssl_context, ssl.SSLContext, "an ssl.SSLContext")
     check_instance("proxy_ssl_context", proxy_ssl_context, ssl.SSLContext, "an ssl.SSLContext")
     check_seconds("open_timeout", open_timeout)
@@ -684,11 +756,14 @@ class Connect(Generic[C]):
         options: dict[str, Any],
         *,
         open_timeout: float | None,
-        compression: bool,
+        compression: Compression = True,
         retry: Backoff | AsyncRetrying | None,
         iter_options: dict[str, Any] | None = None,
         proxy: ProxySource = True,
         proxy_ssl_context: ssl.SSLContext | None = None,
+        user_agent: str | Unset | None = UNSET,
+        origin: str | None = None,
+        unix_socket: str | None = None,
     ) -> None:
         self._cls = cls
         self._url = url
@@ -697,7 +772,13 @@ class Connect(Generic[C]):
         self._options = options
         self._iter_options = options if iter_options is None else iter_options
         self._open_timeout = open_timeout
-        self._compression = compression
+        # What shapes the opening handshake, for AioClient._open.
+        self._handshake: dict[str, Any] = {
+            "compression": compression,
+            "user_agent": user_agent,
+            "origin": origin,
+            "unix_socket": unix_socket,
+        }
         self._retry = retry
         self._proxy = proxy
         self._proxy_ssl_context = proxy_ssl_context
@@ -723,7 +804,7 @@ class Connect(Generic[C]):
             raise TypeError("the proxy callable must return True, None or a URL string")
         _check_proxy(proxy)
         ws = self._cls(url, self._subprotocols, headers, **options)
-        await ws._open(self._open_timeout, self._compression, proxy, self._proxy_ssl_context)
+        await ws._open(self._open_timeout, proxy, self._proxy_ssl_context, **self._handshake)
         return ws
 
     async def _open_iterated(self) -> C:
@@ -777,6 +858,8 @@ def serve(
     process_request: ProcessRequest | None = None,
     backlog: int = 100,
     max_message_size: int | None = SERVE_MAX_MESSAGE_SIZE,
+    unix_socket: str | os.PathLike[str] | None = None,
+    logger: LoggerLike | None = None,
     **accept_options: Any,
 ) -> WebSocketServer[AioServer]: ...
 
@@ -794,6 +877,8 @@ def serve(
     process_request: ProcessRequest | None = None,
     backlog: int = 100,
     max_message_size: int | None = SERVE_MAX_MESSAGE_SIZE,
+    unix_socket: str | os.PathLike[str] | None = None,
+    logger: LoggerLike | None = None,
     **accept_options: Any,
 ) -> WebSocketServer[S]: ...
 
@@ -810,6 +895,8 @@ def serve(
     process_request: ProcessRequest | None = None,
     backlog: int = 100,
     max_message_size: int | None = SERVE_MAX_MESSAGE_SIZE,
+    unix_socket: str | os.PathLike[str] | None = None,
+    logger: LoggerLike | None = None,
     **accept_options: Any,
 ) -> WebSocketServer[Any]:
     """Run a standalone WebSocket server that calls ``await handler(ws)`` per connection.
@@ -848,8 +935,21 @@ def serve(
             its connection with 1009. ``None`` lifts the limit: only do that
             behind a proxy that enforces one, since a few hundred KiB of
             compressed data can inflate to gigabytes.
+        unix_socket: Listen on this Unix socket path instead of ``host`` and
+            ``port`` (a stale socket file there is replaced; the file is removed
+            when the server closes). Clients connect with
+            ``AioClient.connect("ws://localhost/", unix_socket=path)``.
+        logger: Where the server and its connections log: a ``logging.Logger``, a
+            ``LoggerAdapter`` or a logger's name (default ``simple_websocket``).
         **accept_options: Options of :meth:`AioServer.accept` (``subprotocols``,
             ``ping_interval``, ``compression``, ...).
+
+    Raises:
+        TypeError: An option has the wrong type (``handler`` not callable, ``ssl``
+            not an ``SSLContext``, ...), or the connection class does not take one
+            of ``accept_options``.
+        ValueError: An option is out of its range (``backlog`` below 1, a negative
+            timeout, ...), or ``unix_socket`` is given with ``port`` or ``sock``.
     """
     return _serve(
         handler,
@@ -862,6 +962,8 @@ def serve(
         process_request=process_request,
         backlog=backlog,
         max_message_size=max_message_size,
+        unix_socket=unix_socket,
+        logger=logger,
         **accept_options,
     )
 

@@ -74,9 +74,11 @@ from .errors import (
     ProxyError,
 )
 from .sansio.options import (
+    LoggerLike,
     check_callable,
     check_choice,
     check_count,
+    check_logger,
     check_receive_timeout,
     check_seconds,
     describe,
@@ -514,6 +516,8 @@ class ReconnectingClient:
             is full.
         idle_timeout: Seconds without a message after which a connection is taken
             as dead, or ``None``.
+        logger: Where to log (a ``logging.Logger``, an adapter or a logger's
+            name); default ``simple_websocket``.
 
     Attributes:
         state: ``"connecting"``, ``"open"``, ``"reconnecting"`` or ``"closed"``.
@@ -540,7 +544,10 @@ class ReconnectingClient:
         outbox_size: int = 1024,
         outbox_policy: OutboxPolicy = "block",
         idle_timeout: float | None = None,
+        logger: LoggerLike | None = None,
     ) -> None:
+        #: Where the client logs its reconnects and why it gives up.
+        self.logger = check_logger(logger)
         check_choice("outbox_policy", outbox_policy, ("block", "drop_oldest", "raise"))
         check_count("outbox_size", outbox_size)
         check_seconds("idle_timeout", idle_timeout)
@@ -650,7 +657,12 @@ class ReconnectingClient:
         first = True
         try:
             async with contextlib.aclosing(
-                connections(self._open_counted, self._retrying, healthy_after=self.healthy_after)
+                connections(
+                    self._open_counted,
+                    self._retrying,
+                    healthy_after=self.healthy_after,
+                    logger=self.logger,
+                )
             ) as attempts:
                 async for ws in attempts:
                     if self._closing:
@@ -659,7 +671,7 @@ class ReconnectingClient:
                     try:
                         await self._serve(ws, first)
                     except Exception as exc:
-                        logger.error("reconnecting client stopped: %s", _describe_error(exc))
+                        self.logger.error("reconnecting client stopped: %s", _describe_error(exc))
                         raise
                     first = False
                     if self._closing:
@@ -718,7 +730,7 @@ class ReconnectingClient:
         self._notify()
         cause = _disconnect_cause(ws, idle=self._idle_failed is ws)
         self._idle_failed = None
-        logger.info("connection lost (%s, %s); reconnecting", ws.close_reason, cause)
+        self.logger.info("connection lost (%s, %s); reconnecting", ws.close_reason, cause)
         await _call(self.on_disconnect, Disconnected(ws.close_reason, ws.close_message, cause))
 
     # -- the idle check ----------------------------------------------------------------
@@ -767,7 +779,7 @@ class ReconnectingClient:
         if not idle:
             self._start_idle_check(ws)
             return
-        logger.warning(
+        self.logger.warning(
             "no message for %s s; failing the connection (1011 %s)",
             self.idle_timeout,
             IDLE_TIMEOUT_REASON,
@@ -1059,7 +1071,7 @@ class ReconnectingClient:
         ws = self.connection
         if ws is None or not ws.connected or self._closing:
             return
-        logger.warning(
+        self.logger.warning(
             "no message for %s s on %r; failing the connection (1011 %s)",
             subscription.idle_timeout,
             subscription,

@@ -9,6 +9,7 @@ eventlet or gevent green threads.
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 from collections.abc import Sequence
@@ -24,7 +25,14 @@ from .sansio.handshake import (
     parse_url,
 )
 from .sansio.limits import UNSET, Unset
-from .sansio.options import check_compression, check_instance, check_seconds
+from .sansio.options import (
+    Compression,
+    LoggerLike,
+    check_compression,
+    check_instance,
+    check_seconds,
+    check_unix_socket,
+)
 from .sansio.protocol import CloseCode
 from .sync.client import open_connection
 from .sync.connection import (
@@ -75,7 +83,8 @@ class Server(ServerConnection):
         ping_timeout: float | None = None,
         close_timeout: float = 5.0,
         max_queue: int = 16,
-        compression: bool = True,
+        compression: Compression = True,
+        logger: LoggerLike | None = None,
     ) -> None:
         """Accept a WebSocket connection; see :meth:`accept`."""
         if (environ is None) == (sock is None):
@@ -92,6 +101,7 @@ class Server(ServerConnection):
             thread_class=thread_class,
             event_class=event_class,
             selector_class=selector_class,
+            logger=logger,
         )
         self.environ = environ
         self.mode = "unknown"
@@ -125,7 +135,8 @@ class Server(ServerConnection):
         ping_timeout: float | None = None,
         close_timeout: float = 5.0,
         max_queue: int = 16,
-        compression: bool = True,
+        compression: Compression = True,
+        logger: LoggerLike | None = None,
     ) -> Self:
         """Accept a WebSocket connection from a client.
 
@@ -158,7 +169,11 @@ class Server(ServerConnection):
             ping_timeout: Seconds to wait for a pong (default: until the next ping).
             close_timeout: Seconds ``close()`` waits for the closing handshake.
             max_queue: Messages buffered before the reader stops reading.
-            compression: Accept permessage-deflate when the client offers it.
+            compression: Accept permessage-deflate when the client offers it:
+                ``True`` (default settings), ``False``, or a
+                :class:`~simple_websocket.DeflateOptions` (or a dict of its fields).
+            logger: Where the connection logs (a ``logging.Logger``, an adapter
+                or a logger's name); default ``simple_websocket``.
 
         Returns:
             The connected server connection.
@@ -185,6 +200,7 @@ class Server(ServerConnection):
             close_timeout=close_timeout,
             max_queue=max_queue,
             compression=compression,
+            logger=logger,
         )
 
 
@@ -219,10 +235,14 @@ class Client(Connection):
         open_timeout: float | None = 10.0,
         close_timeout: float = 5.0,
         ping_timeout: float | None = None,
-        compression: bool = True,
+        compression: Compression = True,
         max_queue: int = 16,
         proxy: str | bool | None = True,
         proxy_ssl_context: ssl.SSLContext | None = None,
+        user_agent: str | Unset | None = UNSET,
+        origin: str | None = None,
+        unix_socket: str | os.PathLike[str] | None = None,
+        logger: LoggerLike | None = None,
     ) -> None:
         """Connect to ``url``; see :meth:`connect`."""
         self._url = parse_url(url)
@@ -230,6 +250,9 @@ class Client(Connection):
         check_instance("ssl_context", ssl_context, ssl.SSLContext, "an ssl.SSLContext")
         check_instance("proxy_ssl_context", proxy_ssl_context, ssl.SSLContext, "an ssl.SSLContext")
         check_compression(compression)
+        unix_path = check_unix_socket(unix_socket)
+        if unix_path is not None and proxy is not True and proxy is not None:
+            raise ValueError("a proxy cannot be used with unix_socket=; give proxy=None")
         super().__init__(
             receive_bytes=receive_bytes,
             ping_interval=ping_interval,
@@ -240,6 +263,7 @@ class Client(Connection):
             thread_class=thread_class,
             event_class=event_class,
             selector_class=selector_class,
+            logger=logger,
         )
         self.url = url
         self.ssl_context = ssl_context
@@ -259,6 +283,9 @@ class Client(Connection):
             open_timeout=open_timeout,
             proxy=proxy,
             proxy_ssl_context=proxy_ssl_context,
+            user_agent=user_agent,
+            origin=origin,
+            unix_socket=unix_path,
         )
 
     @classmethod
@@ -278,10 +305,14 @@ class Client(Connection):
         open_timeout: float | None = 10.0,
         close_timeout: float = 5.0,
         ping_timeout: float | None = None,
-        compression: bool = True,
+        compression: Compression = True,
         max_queue: int = 16,
         proxy: str | bool | None = True,
         proxy_ssl_context: ssl.SSLContext | None = None,
+        user_agent: str | Unset | None = UNSET,
+        origin: str | None = None,
+        unix_socket: str | os.PathLike[str] | None = None,
+        logger: LoggerLike | None = None,
     ) -> Self:
         """Open a WebSocket connection to ``url``.
 
@@ -310,7 +341,9 @@ class Client(Connection):
             open_timeout: Seconds allowed for TCP, TLS and the handshake together.
             close_timeout: Seconds ``close()`` waits for the closing handshake.
             ping_timeout: Seconds to wait for a pong (default: until the next ping).
-            compression: Offer permessage-deflate (RFC 7692).
+            compression: Offer permessage-deflate (RFC 7692): ``True`` with the
+                default settings, ``False``, or a
+                :class:`~simple_websocket.DeflateOptions` (or a dict of its fields).
             max_queue: Messages buffered before the reader stops reading.
             proxy: ``True`` (the default) connects through the proxy the
                 environment sets, as ``urllib`` reads it (``https_proxy`` for
@@ -321,6 +354,15 @@ class Client(Connection):
                 the ``socks`` extra).
             proxy_ssl_context: TLS settings for an ``https://`` proxy (default: the
                 system's trusted CAs). ``ssl_context`` applies to the server.
+            user_agent: The ``User-Agent`` header. Not given:
+                ``simple-websocket/<version> Python/<x.y>``, or the one in
+                ``headers``; ``None`` sends none.
+            origin: An ``Origin`` header, or ``None``.
+            unix_socket: Connect to the server on this Unix socket path instead of
+                the URL's host and port (the URL still gives the ``Host`` header and
+                the path). No proxy is used.
+            logger: Where the connection logs (a ``logging.Logger``, an adapter or
+                a logger's name); default ``simple_websocket``.
 
         Raises:
             ValueError: ``url`` is not a valid ``ws://`` or ``wss://`` URL,
@@ -359,6 +401,10 @@ class Client(Connection):
             max_queue=max_queue,
             proxy=proxy,
             proxy_ssl_context=proxy_ssl_context,
+            user_agent=user_agent,
+            origin=origin,
+            unix_socket=unix_socket,
+            logger=logger,
         )
 
 

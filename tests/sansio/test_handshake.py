@@ -5,6 +5,7 @@ import pytest
 
 from simple_websocket.errors import HandshakeError, HandshakeRejected
 from simple_websocket.sansio.handshake import (
+    DEFAULT_USER_AGENT,
     MAX_HEAD_SIZE,
     ClientHandshake,
     HandshakeRequest,
@@ -797,3 +798,20 @@ def test_a_rejected_handshake_carries_the_url_and_reason_phrase():
     assert "refused the WebSocket handshake to ws://h:8000/feed?x=1 with HTTP 404 Not Found" in str(
         info.value
     )
+
+
+def test_client_request_user_agent_and_origin():
+    request = ClientHandshake(parse_url("ws://h/")).request.decode()
+    assert f"\r\nUser-Agent: {DEFAULT_USER_AGENT}\r\n" in request
+    assert DEFAULT_USER_AGENT.startswith("simple-websocket/") and " Python/3." in DEFAULT_USER_AGENT
+    assert "Origin" not in request
+    request = ClientHandshake(
+        parse_url("ws://h/"), user_agent=None, origin="https://app.example"
+    ).request.decode()
+    assert "User-Agent" not in request
+    assert "\r\nOrigin: https://app.example\r\n" in request
+    # A User-Agent among the extra headers replaces the default, once.
+    request = ClientHandshake(parse_url("ws://h/"), (), [("user-agent", "mine/1")]).request.decode()
+    assert request.lower().count("user-agent") == 1 and "user-agent: mine/1" in request
+    with pytest.raises(ValueError, match="User-Agent is given twice"):
+        ClientHandshake(parse_url("ws://h/"), (), [("User-Agent", "a")], user_agent="b")

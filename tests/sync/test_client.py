@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
 import socket
 import ssl
+import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -306,6 +310,45 @@ def test_plain_http_answer_is_not_a_websocket_endpoint() -> None:
         with pytest.raises(HandshakeRejected) as info:
             Client.connect(url)
     assert f"{url} is not a WebSocket endpoint" in str(info.value)
+
+
+def test_user_agent_origin_and_logger() -> None:
+    seen: list[tuple[list[str], str | None]] = []
+
+    def record(ws: WSServerConnection) -> None:
+        assert ws.request is not None
+        seen.append((ws.request.headers.get_all("User-Agent"), ws.request.headers.get("Origin")))
+        ws.close()
+
+    with ws_server(record) as server:
+        url = f"ws://127.0.0.1:{port_of(server)}/"
+        Client.connect(url, logger="app.sync").close()
+        Client.connect(url, user_agent="sync-bot/2", origin="https://app.example").close()
+        Client.connect(url, user_agent=None).close()
+    default = f"simple-websocket/{simple_websocket.__version__} Python/{sys.version_info[0]}."
+    assert seen[0][0][0].startswith(default) and seen[0][1] is None
+    assert seen[1:] == [(["sync-bot/2"], "https://app.example"), ([], None)]
+    with pytest.raises(ValueError, match="Origin is given twice"):
+        Client.connect(url, origin="https://a", headers={"Origin": "https://b"})
+
+
+def test_unix_socket() -> None:
+    directory = tempfile.mkdtemp(prefix="sw-", dir="/tmp")
+    path = os.path.join(directory, "ws.sock")
+
+    async def handler(ws: Any) -> None:
+        async for message in ws:
+            await ws.send(f"{ws.request.target} {message}")
+
+    try:
+        with async_server(handler, unix_socket=path):
+            with Client.connect("ws://localhost/sync", unix_socket=path) as ws:
+                ws.send("hello")
+                assert ws.receive(timeout=5) == "/sync hello"
+        with pytest.raises(ValueError, match="a proxy cannot be used with unix_socket"):
+            Client.connect("ws://localhost/", unix_socket=path, proxy="http://p:1")
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 # -- against our asyncio server --------------------------------------------------------

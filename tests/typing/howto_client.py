@@ -5,10 +5,11 @@ Checked by ``mypy --strict`` (tests/test_typing.py), never run.
 
 from __future__ import annotations
 
+import logging
 import ssl
 
 import simple_websocket
-from simple_websocket import AioClient
+from simple_websocket import AioClient, DeflateOptions
 
 
 async def open_and_close() -> None:
@@ -47,3 +48,24 @@ async def options(url: str) -> None:
     async for message in ws:
         print(message)
     print("closed with", ws.close_reason, ws.close_message)
+
+
+async def unix_socket() -> None:
+    ws = await AioClient.connect("ws://localhost/feed", unix_socket="/run/app/ws.sock")
+    await ws.close()
+
+
+async def logging_and_compression(url: str) -> None:
+    log = logging.LoggerAdapter(logging.getLogger("bot.feed"), {"account": "a-17"})
+    client = AioClient.connect(url, reconnect=True, logger=log)
+    await client.close()
+
+    ws = await AioClient.connect(
+        url,
+        compression=DeflateOptions(
+            server_max_window_bits=10,
+            client_max_window_bits=10,
+            server_no_context_takeover=True,
+        ),
+    )
+    await ws.close()

@@ -6,7 +6,10 @@ Checked by ``mypy --strict`` (tests/test_typing.py), never run.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import simple_websocket
+from simple_websocket import AioClient, AioServer, serve
 
 
 class PreferV2(simple_websocket.AioServer):
@@ -26,3 +29,14 @@ async def main() -> None:
     async with simple_websocket.serve(handler, server_class=PreferV2) as server:
         ...
     print(server.port)
+
+
+async def settings_and_unix_sockets(handler: Callable[[AioServer], Awaitable[None]]) -> None:
+    settings = {"server_max_window_bits": 11, "client_no_context_takeover": True}
+    async with serve(handler, compression=settings) as server:
+        ...
+    print(server.url)
+
+    async with serve(handler, unix_socket="/run/app/ws.sock") as server:
+        ws = await AioClient.connect(server.url, unix_socket="/run/app/ws.sock")
+        await ws.close()

@@ -21,7 +21,12 @@ from typing_extensions import Unpack
 
 from ..errors import ConnectionClosed
 from ..sansio.limits import UNSET, Unset, message_limits
-from ..sansio.options import check_connection_options, check_receive_timeout
+from ..sansio.options import (
+    LoggerLike,
+    check_connection_options,
+    check_logger,
+    check_receive_timeout,
+)
 from ..sansio.protocol import CloseCode
 from ..sansio.session import Inbox, Message
 
@@ -65,6 +70,8 @@ class BaseConnection:
         max_queue: Received messages buffered before reading from the network pauses.
         close_reason: The close code once the connection is closed (1005 before).
         close_message: The close reason text once closed, or ``None``.
+        logger: Where the connection logs: the ``logger=`` option (a logger, an
+            adapter or a logger's name), by default the ``simple_websocket`` logger.
     """
 
     #: The event loop the connection runs on, once known.
@@ -81,6 +88,7 @@ class BaseConnection:
         max_message_size: int | Unset | None = UNSET,
         close_timeout: float = 5.0,
         max_queue: int = 16,
+        logger: LoggerLike | None = None,
     ) -> None:
         check_connection_options(
             receive_bytes=receive_bytes,
@@ -90,6 +98,8 @@ class BaseConnection:
             close_timeout=close_timeout,
             max_queue=max_queue,
         )
+        #: Where this connection logs (``logger=``; default ``simple_websocket``).
+        self.logger = check_logger(logger)
         self._inbox = Inbox(max_queue)
         self.max_message_size, self._max_inflated_size = message_limits(max_message_size)
         self.subprotocol: str | None = None

@@ -10,6 +10,8 @@ from typing import Any
 
 from ..errors import OpenTimeout, ProxyError
 from ..sansio.handshake import WSURL, ClientHandshake, tls_failure
+from ..sansio.limits import UNSET, Unset
+from ..sansio.options import Compression
 from ..sansio.proxy import (
     SOCKS_EXTRA,
     ConnectResponse,
@@ -33,10 +35,13 @@ async def open_connection(
     subprotocols: Sequence[str] = (),
     headers: Sequence[tuple[str, str]] = (),
     ssl_context: ssl_module.SSLContext | None = None,
-    compression: bool = True,
+    compression: Compression = True,
     open_timeout: float | None = 10.0,
     proxy: str | bool | None = None,
     proxy_ssl_context: ssl_module.SSLContext | None = None,
+    user_agent: str | Unset | None = UNSET,
+    origin: str | None = None,
+    unix_socket: str | None = None,
 ) -> list[tuple[str, str]]:
     """Connect ``conn`` to ``url`` and perform the opening handshake.
 
@@ -52,6 +57,12 @@ async def open_connection(
         proxy: ``True`` to use the proxy the environment sets for ``url``, ``None``
             or ``False`` to connect directly, or a proxy URL.
         proxy_ssl_context: TLS settings for an ``https://`` proxy.
+        user_agent: The ``User-Agent`` header (``UNSET``: the default; ``None``:
+            none).
+        origin: The ``Origin`` header, or ``None``.
+        unix_socket: Connect to this Unix socket path instead of the URL's host and
+            port (which still make the ``Host`` header and, for ``wss://``, the name
+            the certificate is checked against). No proxy is used.
 
     Returns:
         The handshake response headers.
@@ -70,8 +81,10 @@ async def open_connection(
     Cancellation closes the transport, if one was opened.
     """
     loop = asyncio.get_running_loop()
-    via = select_proxy(proxy, url, os.environ)
-    handshake = ClientHandshake(url, subprotocols, headers, compression)
+    via = None if unix_socket is not None else select_proxy(proxy, url, os.environ)
+    handshake = ClientHandshake(
+        url, subprotocols, headers, compression, user_agent=user_agent, origin=origin
+    )
     done: asyncio.Future[None] = loop.create_future()
     protocol = StreamProtocol()
 
@@ -111,13 +124,21 @@ async def open_connection(
         async with asyncio.timeout(open_timeout):
             if via is None:
                 try:
-                    base, _ = await loop.create_connection(
-                        lambda: protocol,
-                        url.host,
-                        url.port,
-                        ssl=context,
-                        server_hostname=url.host if context is not None else None,
-                    )
+                    if unix_socket is not None:
+                        base, _ = await loop.create_unix_connection(
+                            lambda: protocol,
+                            unix_socket,
+                            ssl=context,
+                            server_hostname=url.host if context is not None else None,
+                        )
+                    else:
+                        base, _ = await loop.create_connection(
+                            lambda: protocol,
+                            url.host,
+                            url.port,
+                            ssl=context,
+                            server_hostname=url.host if context is not None else None,
+                        )
                 except OSError as exc:
                     explained = tls_failure(exc, url) if context is not None else None
                     if explained is None:

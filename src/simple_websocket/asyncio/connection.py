@@ -139,6 +139,7 @@ class Connection(BaseConnection):
             ping_interval=self.ping_interval,
             ping_timeout=self.ping_timeout,
             close_timeout=self.close_timeout,
+            logger=self.logger,
         )
         self.subprotocol = subprotocol
         self.connected = True

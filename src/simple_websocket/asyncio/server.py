@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
-import logging
+import os
 import socket
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Generator, Sequence
@@ -21,10 +22,14 @@ from ..sansio.handshake import (
     reject_response,
 )
 from ..sansio.options import (
+    Compression,
+    LoggerLike,
     check_callable,
     check_count,
     check_instance,
+    check_logger,
     check_seconds,
+    check_unix_socket,
     describe,
 )
 from ..sansio.protocol import CloseCode
@@ -38,8 +43,6 @@ __all__ = [
     "check_origin",
     "serve",
 ]
-
-logger = logging.getLogger("simple_websocket")
 
 
 class ServerConnection(ServerHandshake, Connection):
@@ -55,7 +58,7 @@ class ServerConnection(ServerHandshake, Connection):
         self,
         subprotocols: str | Sequence[str] | None = None,
         *,
-        compression: bool = True,
+        compression: Compression = True,
         **options: Any,
     ) -> None:
         super().__init__(**options)
@@ -151,7 +154,7 @@ class _ServerProtocol(StreamProtocol):
 
     def _timed_out(self) -> None:
         if self.conn is None and self.transport is not None:
-            logger.info("opening handshake timed out; closing the connection")
+            self.server.logger.info("opening handshake timed out; closing the connection")
             self.transport.abort()
 
     def _head_data(self, data: bytes) -> None:
@@ -199,7 +202,7 @@ class _ServerProtocol(StreamProtocol):
             if inspect.isawaitable(answer):
                 answer = await answer
         except Exception:
-            logger.exception("process_request failed")
+            self.server.logger.exception("process_request failed")
             answer = HTTPResponse(500, "Internal Server Error\n")
         self._stop_timer()
         self.on_handshake_data = None
@@ -216,7 +219,7 @@ class _ServerProtocol(StreamProtocol):
         try:
             check_origin(request, self.server.origins)
         except HandshakeError as exc:
-            logger.info(
+            self.server.logger.info(
                 "rejected handshake from %s: %s",
                 self.transport.get_extra_info("peername"),
                 exc.detail,
@@ -227,7 +230,7 @@ class _ServerProtocol(StreamProtocol):
         try:
             conn._answer_handshake(self.transport, request)
         except HandshakeError as exc:
-            logger.info(
+            self.server.logger.info(
                 "rejected handshake from %s: %s",
                 self.transport.get_extra_info("peername"),
                 exc.detail,
@@ -267,6 +270,11 @@ class WebSocketServer(Generic[C]):
       ``MAX_HEAD_SIZE``, 16 KiB); a larger one is answered with ``431 Request Header
       Fields Too Large``.
 
+    ``unix_socket=path`` listens on a Unix socket instead of ``host`` and ``port``
+    (a stale socket file there is replaced; the file is removed when the server
+    closes), and ``logger=`` (a logger, an adapter or a logger's name) is where
+    the server and its connections log.
+
     ``open_timeout`` bounds the whole opening handshake: the TLS handshake (with
     ``ssl``) and then the upgrade request each get that long.
     """
@@ -285,8 +293,16 @@ class WebSocketServer(Generic[C]):
         origins: Sequence[str | None] | None = None,
         max_head_size: int = MAX_HEAD_SIZE,
         backlog: int = 100,
+        unix_socket: str | os.PathLike[str] | None = None,
+        logger: LoggerLike | None = None,
         **accept_options: Any,
     ) -> None:
+        #: Where the server and its connections log (``logger=``).
+        self.logger = check_logger(logger)
+        #: The Unix socket path listened on, or ``None`` for TCP.
+        self.unix_socket = check_unix_socket(unix_socket)
+        if self.unix_socket is not None and (sock is not None or port != 0):
+            raise ValueError("unix_socket= replaces host, port and sock=: give only one")
         check_callable("handler", handler, optional=False)
         check_callable("process_request", process_request)
         check_seconds("open_timeout", open_timeout)
@@ -318,12 +334,15 @@ class WebSocketServer(Generic[C]):
         self._ssl = ssl
         #: Connections the kernel queues before they are accepted (``listen()``).
         self.backlog = backlog
+        if logger is not None:
+            # The connections log where the server does.
+            accept_options = {**accept_options, "logger": self.logger}
         self.accept_options = accept_options
         self.connections: set[C] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
         # Fail early on options the connection class does not take.
-        connection_class(**accept_options)
+        connection_class(**self.accept_options)
 
     def _new_connection(self) -> C:
         return self.connection_class(**self.accept_options)
@@ -344,10 +363,10 @@ class WebSocketServer(Generic[C]):
             raise
         except ConnectionClosed as exc:
             # The client went away while the handler talked to it: not a bug.
-            logger.debug("handler ended: %s", exc)
+            self.logger.debug("handler ended: %s", exc)
             await conn.close()
         except Exception:
-            logger.exception("connection handler failed")
+            self.logger.exception("connection handler failed")
             await conn.close(CloseCode.INTERNAL_ERROR, "Internal server error")
         else:
             await conn.close()
@@ -361,7 +380,15 @@ class WebSocketServer(Generic[C]):
             # The TLS handshake happens before connection_made() starts the
             # open_timeout timer: give it the same limit.
             tls_timeout = self.open_timeout if self._ssl is not None else None
-            if self._sock is not None:
+            if self.unix_socket is not None:
+                self._server = await loop.create_unix_server(
+                    lambda: _ServerProtocol(self),
+                    self.unix_socket,
+                    ssl=self._ssl,
+                    ssl_handshake_timeout=tls_timeout,
+                    backlog=self.backlog,
+                )
+            elif self._sock is not None:
                 self._server = await loop.create_server(
                     lambda: _ServerProtocol(self),
                     sock=self._sock,
@@ -390,18 +417,26 @@ class WebSocketServer(Generic[C]):
 
     @property
     def port(self) -> int:
-        """The port the server listens on."""
+        """The port the server listens on (0 on a Unix socket)."""
+        if self.unix_socket is not None:
+            return 0
         for sock in self.sockets:
             return int(sock.getsockname()[1])
         return self._port
 
     @property
     def url(self) -> str:
-        """A ``ws://`` URL for this server (``ws://host:port/``)."""
+        """A ``ws://`` URL for this server (``ws://host:port/``).
+
+        On a Unix socket, ``ws://localhost/``: connect with
+        ``AioClient.connect(server.url, unix_socket=server.unix_socket)``.
+        """
+        scheme = "wss" if self._ssl is not None else "ws"
+        if self.unix_socket is not None:
+            return f"{scheme}://localhost/"
         host = self.host or "127.0.0.1"
         if ":" in host:
             host = f"[{host}]"
-        scheme = "wss" if self._ssl is not None else "ws"
         return f"{scheme}://{host}:{self.port}/"
 
     async def serve_forever(self) -> None:
@@ -436,6 +471,10 @@ class WebSocketServer(Generic[C]):
                 await asyncio.wait(pending)
         if self._server is not None:
             await self._server.wait_closed()
+            if self.unix_socket is not None:
+                # Python 3.13 removes the socket file itself; earlier versions do not.
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.unix_socket)
 
     async def __aenter__(self) -> Self:
         return await self.start()

@@ -12,6 +12,7 @@ import base64
 import binascii
 import hashlib
 import os
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,17 +20,26 @@ from urllib.parse import quote, urlsplit
 
 from wsproto.extensions import Extension, PerMessageDeflate
 
+from .._version import __version__
 from ..errors import HandshakeError, HandshakeRejected
 from .deflate import Deflate
+from .limits import UNSET, Unset
 from .options import (
     DEFAULT_WINDOW_BITS,
     MIN_WINDOW_BITS,
     DeflateOptions,
     check_compression,
+    check_header_value,
     check_subprotocols,
 )
 
+#: The ``User-Agent`` clients send unless told otherwise.
+DEFAULT_USER_AGENT = (
+    f"simple-websocket/{__version__} Python/{sys.version_info[0]}.{sys.version_info[1]}"
+)
+
 __all__ = [
+    "DEFAULT_USER_AGENT",
     "MAX_HEAD_SIZE",
     "WSURL",
     "ClientHandshake",
@@ -40,6 +50,7 @@ __all__ = [
     "accept_request",
     "build_accept_response",
     "build_reject_response",
+    "check_header_conflicts",
     "choose_subprotocol",
     "deflate_answer",
     "deflate_offer",
@@ -190,6 +201,26 @@ def normalize_headers(headers: HeadersLike) -> Headers:
             raise ValueError(f"Invalid HTTP header {name!r}: {value!r}")
         result.append((name, value))
     return result
+
+
+def check_header_conflicts(
+    names: Iterable[str], user_agent: str | Unset | None, origin: str | None
+) -> None:
+    """Refuse ``user_agent=`` or ``origin=`` when the headers already set that header.
+
+    Args:
+        names: The extra headers' names, in lower case.
+        user_agent: ``user_agent=`` (``UNSET`` when not given).
+        origin: ``origin=``.
+
+    Raises:
+        ValueError: Both give the same header.
+    """
+    names = set(names)
+    if user_agent is not UNSET and "user-agent" in names:
+        raise ValueError("User-Agent is given twice: in headers and as user_agent=; keep one")
+    if origin is not None and "origin" in names:
+        raise ValueError("Origin is given twice: in headers and as origin=; keep one")
 
 
 def normalize_subprotocols(subprotocols: str | Iterable[str] | None) -> list[str]:
@@ -781,6 +812,15 @@ class ClientHandshake:
     it returns ``True``, then read :attr:`subprotocol`, :attr:`extensions` and
     :attr:`trailing_data` (bytes that arrived after the response head: the first
     frames, which must not be lost).
+
+    The request carries a ``User-Agent`` header (:data:`DEFAULT_USER_AGENT` unless
+    ``user_agent`` says otherwise; ``None`` sends none) and, with ``origin``, an
+    ``Origin`` header. A ``User-Agent`` in ``extra_headers`` replaces the default.
+
+    Raises:
+        ValueError: ``user_agent`` or ``origin`` is given and ``extra_headers`` has
+            that header too, or either holds a control character.
+        TypeError: ``user_agent`` or ``origin`` is not a string or ``None``.
     """
 
     def __init__(
@@ -790,7 +830,16 @@ class ClientHandshake:
         extra_headers: Sequence[tuple[str, str]] = (),
         compression: bool | DeflateOptions | Mapping[str, Any] | None = True,
         key_factory: Callable[[int], bytes] = os.urandom,
+        *,
+        user_agent: str | Unset | None = UNSET,
+        origin: str | None = None,
     ) -> None:
+        names = {name.lower() for name, _ in extra_headers}
+        check_header_conflicts(names, user_agent, origin)
+        if user_agent is UNSET:
+            user_agent = None if "user-agent" in names else DEFAULT_USER_AGENT
+        self.user_agent = check_header_value("user_agent", user_agent)
+        self.origin = check_header_value("origin", origin)
         self.url = url
         self.subprotocols = list(subprotocols)
         self.key = base64.b64encode(key_factory(16)).decode("ascii")
@@ -828,6 +877,10 @@ class ClientHandshake:
             lines.append(f"Sec-WebSocket-Protocol: {', '.join(self.subprotocols)}")
         if self._deflate is not None:
             lines.append(f"Sec-WebSocket-Extensions: {deflate_offer(self._deflate)}")
+        if self.user_agent is not None:
+            lines.append(f"User-Agent: {self.user_agent}")
+        if self.origin is not None:
+            lines.append(f"Origin: {self.origin}")
         lines.extend(f"{name}: {value}" for name, value in extra_headers)
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 

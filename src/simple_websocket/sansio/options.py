@@ -25,6 +25,7 @@ from .limits import Unset, message_limits
 __all__ = [
     "DEFAULT_WINDOW_BITS",
     "MIN_WINDOW_BITS",
+    "Compression",
     "DeflateOptions",
     "LoggerLike",
     "check_callable",
@@ -344,6 +345,9 @@ class DeflateOptions:
             if not isinstance(flag, bool):
                 raise TypeError(f"compression: {name} must be a bool, not {describe(flag)}")
 
+
+#: What ``compression=`` accepts: ``True`` or ``False``, settings, or a dict of them.
+Compression = bool | DeflateOptions | Mapping[str, Any] | None
 
 _DEFLATE_KEYS = frozenset(field.name for field in dataclasses.fields(DeflateOptions))
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from ..errors import ConnectionClosed
 from .framing import CloseCode, too_big_reason
@@ -196,6 +197,7 @@ class Session:
             fails with 1011 (``None``: ``ping_interval``).
         close_timeout: Seconds the closing handshake may take before the transport
             is aborted.
+        logger: Where the session logs (default: the ``simple_websocket`` logger).
 
     Attributes:
         output: The bytes to write when a step has :data:`WRITE` (taken by the
@@ -209,6 +211,7 @@ class Session:
         "close_deadline",
         "close_timeout",
         "inbox",
+        "logger",
         "next_ping",
         "output",
         "ping_interval",
@@ -225,7 +228,9 @@ class Session:
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
         close_timeout: float = 5.0,
+        logger: logging.Logger | logging.LoggerAdapter[Any] = logger,
     ) -> None:
+        self.logger = logger
         self.protocol = protocol
         self.inbox = inbox
         self._clock = clock
@@ -425,7 +430,9 @@ class Session:
             return 0
         oldest = proto.oldest_unanswered_ping
         if oldest is not None and now - oldest >= self._ping_timeout() - _EARLY:
-            logger.info("keepalive ping timeout after %.3f s; failing the connection", now - oldest)
+            self.logger.info(
+                "keepalive ping timeout after %.3f s; failing the connection", now - oldest
+            )
             return self.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
         if now >= self.next_ping - _EARLY:
             _, self.output = proto.ping()

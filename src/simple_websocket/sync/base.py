@@ -19,7 +19,12 @@ from typing import Protocol as TypingProtocol
 
 from ..errors import ConnectionClosed
 from ..sansio.limits import UNSET, Unset, message_limits
-from ..sansio.options import check_connection_options, check_receive_timeout
+from ..sansio.options import (
+    LoggerLike,
+    check_connection_options,
+    check_logger,
+    check_receive_timeout,
+)
 from ..sansio.protocol import CloseCode
 from ..sansio.session import Inbox, Message
 
@@ -77,6 +82,8 @@ class BaseConnection:
         max_queue: Received messages buffered before the reader stops reading.
         close_reason: The close code once the connection is closed (1005 before).
         close_message: The close reason text once closed, or ``None``.
+        logger: Where the connection logs: the ``logger=`` option (a logger, an
+            adapter or a logger's name), by default the ``simple_websocket`` logger.
     """
 
     def __init__(
@@ -88,6 +95,7 @@ class BaseConnection:
         max_message_size: int | Unset | None = UNSET,
         close_timeout: float = 5.0,
         max_queue: int = 16,
+        logger: LoggerLike | None = None,
         event_class: EventFactory | None = None,
     ) -> None:
         check_connection_options(
@@ -98,6 +106,8 @@ class BaseConnection:
             close_timeout=close_timeout,
             max_queue=max_queue,
         )
+        #: Where this connection logs (``logger=``; default ``simple_websocket``).
+        self.logger = check_logger(logger)
         self._inbox = Inbox(max_queue)
         self.max_message_size, self._max_inflated_size = message_limits(max_message_size)
         self.subprotocol: str | None = None

@@ -13,6 +13,8 @@ from typing import Any, cast
 
 from ..errors import OpenTimeout, ProxyError
 from ..sansio.handshake import WSURL, ClientHandshake, tls_failure
+from ..sansio.limits import UNSET, Unset
+from ..sansio.options import Compression
 from ..sansio.proxy import (
     SOCKS_EXTRA,
     ConnectResponse,
@@ -36,10 +38,13 @@ def open_connection(
     subprotocols: Sequence[str] = (),
     headers: Sequence[tuple[str, str]] = (),
     ssl_context: ssl_module.SSLContext | None = None,
-    compression: bool = True,
+    compression: Compression = True,
     open_timeout: float | None = 10.0,
     proxy: str | bool | None = None,
     proxy_ssl_context: ssl_module.SSLContext | None = None,
+    user_agent: str | Unset | None = UNSET,
+    origin: str | None = None,
+    unix_socket: str | None = None,
 ) -> list[tuple[str, str]]:
     """Connect ``conn`` to ``url``, perform the opening handshake and attach it.
 
@@ -57,6 +62,11 @@ def open_connection(
         proxy: ``True`` to use the proxy the environment sets for ``url``, ``None``
             or ``False`` to connect directly, or a proxy URL.
         proxy_ssl_context: TLS settings for an ``https://`` proxy.
+        user_agent: The ``User-Agent`` header (``UNSET``: the default; ``None``:
+            none).
+        origin: The ``Origin`` header, or ``None``.
+        unix_socket: Connect to this Unix socket path instead of the URL's host and
+            port; no proxy is used.
 
     Returns:
         The handshake response headers.
@@ -72,8 +82,10 @@ def open_connection(
             resolved, TLS certificate not trusted, ...); on the way to a proxy, a
             note names it.
     """
-    via = select_proxy(proxy, url, os.environ)
-    handshake = ClientHandshake(url, subprotocols, headers, compression)
+    via = None if unix_socket is not None else select_proxy(proxy, url, os.environ)
+    handshake = ClientHandshake(
+        url, subprotocols, headers, compression, user_agent=user_agent, origin=origin
+    )
     deadline = None if open_timeout is None else time.monotonic() + open_timeout
 
     def remaining() -> float | None:
@@ -87,7 +99,11 @@ def open_connection(
     sock: Any = None
     early = b""
     try:
-        if via is None:
+        if unix_socket is not None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(remaining())
+            sock.connect(unix_socket)
+        elif via is None:
             sock = socket.create_connection((url.host, url.port), timeout=remaining())
         elif via.is_http:
             sock, early = _http_tunnel(url, via, remaining, proxy_ssl_context)

@@ -23,7 +23,6 @@ on an unpatched standard library.
 from __future__ import annotations
 
 import contextlib
-import logging
 import selectors
 import socket
 import threading
@@ -62,8 +61,6 @@ __all__ = [
     "SelectorFactory",
     "ThreadFactory",
 ]
-
-logger = logging.getLogger("simple_websocket")
 
 
 class _Writer:
@@ -168,6 +165,7 @@ class Connection(BaseConnection):
             ping_interval=self.ping_interval,
             ping_timeout=self.ping_timeout,
             close_timeout=self.close_timeout,
+            logger=self.logger,
         )
         self.subprotocol = subprotocol
         self.connected = True
@@ -206,7 +204,7 @@ class Connection(BaseConnection):
         try:
             self._read_loop()
         except Exception:  # pragma: no cover - a bug, not a network condition
-            logger.exception("simple_websocket reader thread failed")
+            self.logger.exception("simple_websocket reader thread failed")
         finally:
             self._shutdown()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import socket
 from collections.abc import Sequence
 from typing import Any
@@ -14,11 +13,10 @@ from ..sansio.handshake import (
     ServerHandshake,
     reject_response,
 )
+from ..sansio.options import Compression
 from .connection import Connection
 
 __all__ = ["ServerConnection", "accept_socket", "reject"]
-
-logger = logging.getLogger("simple_websocket")
 
 
 class ServerConnection(ServerHandshake, Connection):
@@ -34,7 +32,7 @@ class ServerConnection(ServerHandshake, Connection):
         self,
         subprotocols: str | Sequence[str] | None = None,
         *,
-        compression: bool = True,
+        compression: Compression = True,
         **options: Any,
     ) -> None:
         super().__init__(**options)
@@ -58,7 +56,7 @@ class ServerConnection(ServerHandshake, Connection):
         try:
             response, extensions, subprotocol = self._handshake_answer(request)
         except HandshakeError as exc:
-            logger.info("rejected handshake: %s", exc.detail)
+            self.logger.info("rejected handshake: %s", exc.detail)
             reject(sock, exc, close=owns_socket)
             raise
         sock.settimeout(None)
