@@ -1,14 +1,14 @@
 """aiohttp server: a WebSocket echo endpoint inside an aiohttp application.
 
-The handler accepts the WebSocket with ``AioServer.accept(aiohttp=request)``, as in
-simple-websocket 1.1. aiohttp keeps owning the connection; once the WebSocket is
-closed, the ``web.Response()`` the handler returns is not written (the transport is
-closed), it only keeps aiohttp from logging "Missing return statement". A plain HTTP
-request to ``/ws`` is answered with 426 by ``accept()``. The first line of output is
-the WebSocket URL.
+The handler accepts the WebSocket with ``AioServer.accept(aiohttp=request)``, as
+in simple-websocket 1.1. aiohttp keeps owning the connection; once the WebSocket
+is closed, the ``web.Response()`` the handler returns is not written (the
+transport is closed), it only keeps aiohttp from logging "Missing return
+statement". A plain HTTP request to ``/ws`` is answered with 426 by
+``accept()``. The first line of output is the WebSocket URL.
 
     python examples/aiohttp_server.py                   # ws://127.0.0.1:8000/ws
-    python examples/aiohttp_server.py --port 0 --once   # a free port; exit after one client
+    python examples/aiohttp_server.py --port 0 --once   # free port, one client
 """
 
 from __future__ import annotations
@@ -56,13 +56,16 @@ async def websocket_echo(request: web.Request) -> web.StreamResponse:
 
 
 async def close_websockets(app: web.Application) -> None:
-    """Close the open WebSockets with 1001 (going away) so their handlers return.
+    """Close the open WebSockets with 1001 (going away): their handlers return.
 
-    Call it before ``runner.cleanup()``, not from ``app.on_shutdown``: once aiohttp's
-    shutdown has begun it drops the bytes it receives, so the clients' answers to the
-    close frames would be lost and each close would wait for its ``close_timeout``.
+    Call it before ``runner.cleanup()``, not from ``app.on_shutdown``: once
+    aiohttp's shutdown has begun it drops the bytes it receives, so the clients'
+    answers to the close frames would be lost and each close would wait for its
+    ``close_timeout``.
     """
-    await asyncio.gather(*(ws.close(1001, "Server shutting down") for ws in app[WEBSOCKETS]))
+    await asyncio.gather(
+        *(ws.close(1001, "Server shutting down") for ws in app[WEBSOCKETS])
+    )
 
 
 def make_app() -> web.Application:
@@ -75,15 +78,18 @@ def make_app() -> web.Application:
     return app
 
 
-async def main(host: str = "127.0.0.1", port: int = 8000, once: bool = False) -> None:
-    """Serve the application until cancelled, or until one client left (``once``)."""
+async def main(
+    host: str = "127.0.0.1", port: int = 8000, once: bool = False
+) -> None:
+    """Serve until cancelled, or until one client left (``once``)."""
     app = make_app()
     runner = web.AppRunner(app)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
         await site.start()
-        bound_port = runner.addresses[0][1]  # the real port when port 0 was asked
+        # The real port when port 0 was asked.
+        bound_port = runner.addresses[0][1]
         print(f"listening on ws://{host}:{bound_port}/ws", flush=True)
         if once:
             await app[FINISHED].wait()
@@ -97,9 +103,15 @@ async def main(host: str = "127.0.0.1", port: int = 8000, once: bool = False) ->
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1", help="interface (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
-    parser.add_argument("--once", action="store_true", help="exit after the first connection")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="interface (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=8000, help="0 picks a free port"
+    )
+    parser.add_argument(
+        "--once", action="store_true", help="exit after the first connection"
+    )
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main(args.host, args.port, args.once))

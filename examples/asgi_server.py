@@ -1,15 +1,15 @@
 """ASGI server: a WebSocket echo endpoint as a plain ASGI application.
 
-The application accepts the WebSocket with ``AioServer.accept(asgi=(scope, receive,
-send))`` and runs under uvicorn (the default) or hypercorn, both started from Python
-here. Any other ASGI server works the same way (``uvicorn module:app`` from the
-command line, for instance). Plain HTTP requests get a 426 answer. The first line of
-output is the WebSocket URL.
+The application accepts the WebSocket with ``AioServer.accept(asgi=(scope,
+receive, send))`` and runs under uvicorn (the default) or hypercorn, both
+started from Python here. Any other ASGI server works the same way (``uvicorn
+module:app`` from the command line, for instance). Plain HTTP requests get a 426
+answer. The first line of output is the WebSocket URL.
 
-    python examples/asgi_server.py                          # uvicorn, ws://127.0.0.1:8000/
+    python examples/asgi_server.py                  # uvicorn, port 8000
     python examples/asgi_server.py --server hypercorn
-    python examples/asgi_server.py --port 0 --once          # a free port; exit after one client
-    uvicorn --app-dir examples asgi_server:app --ws wsproto  # uvicorn's own command line
+    python examples/asgi_server.py --port 0 --once  # free port, one client
+    uvicorn --app-dir examples asgi_server:app --ws wsproto  # uvicorn's CLI
 """
 
 from __future__ import annotations
@@ -45,10 +45,15 @@ def make_app(finished: asyncio.Event, open_ws: set[ASGIConnection]) -> App:
                 {
                     "type": "http.response.start",
                     "status": 426,
-                    "headers": [(b"content-type", b"text/plain"), (b"upgrade", b"websocket")],
+                    "headers": [
+                        (b"content-type", b"text/plain"),
+                        (b"upgrade", b"websocket"),
+                    ],
                 }
             )
-            await send({"type": "http.response.body", "body": b"WebSocket endpoint\n"})
+            await send(
+                {"type": "http.response.body", "body": b"WebSocket endpoint\n"}
+            )
         elif scope["type"] == "websocket":
             await websocket_echo(scope, receive, send, open_ws)
             finished.set()
@@ -74,8 +79,9 @@ async def lifespan(receive: Receive, send: Send) -> None:
 async def websocket_echo(
     scope: Scope, receive: Receive, send: Send, open_ws: set[ASGIConnection]
 ) -> None:
-    """Accept the WebSocket of a ``websocket`` scope and echo every message back."""
-    ws = await AioServer.accept(asgi=(scope, receive, send))  # an ASGIConnection
+    """Accept the WebSocket of a ``websocket`` scope and echo every message."""
+    # An ASGIConnection.
+    ws = await AioServer.accept(asgi=(scope, receive, send))
     peer = "{}:{}".format(*(scope.get("client") or ("?", "?")))
     print(f"{peer} connected to {scope['path']}")
     open_ws.add(ws)
@@ -85,8 +91,9 @@ async def websocket_echo(
                 print(f"{peer} echo {message!r}")
                 await ws.send(message)
     except simple_websocket.ConnectionClosed:
-        # Hypercorn reports a client's normal close as 1006 (hypercorn issue #127),
-        # which ends the iteration with this exception instead of quietly.
+        # Hypercorn reports a client's normal close as 1006 (hypercorn issue
+        # #127), which ends the iteration with this exception instead of
+        # quietly.
         pass
     finally:
         open_ws.discard(ws)
@@ -94,19 +101,23 @@ async def websocket_echo(
 
 
 def listen(host: str, port: int) -> socket.socket:
-    """Bind and listen here, so that the real port is known before the server starts."""
+    """Bind and listen here: the real port is known before the server starts."""
     sock = socket.create_server((host, port))
     sock.setblocking(False)
     return sock
 
 
-async def run_uvicorn(app: App, sock: socket.socket, stop: asyncio.Event | None) -> None:
-    """Serve ``app`` with uvicorn on ``sock`` until ``stop`` is set or Ctrl+C."""
+async def run_uvicorn(
+    app: App, sock: socket.socket, stop: asyncio.Event | None
+) -> None:
+    """Serve ``app`` with uvicorn on ``sock`` until ``stop`` is set."""
     import uvicorn
 
-    # ws="wsproto": uvicorn's WebSocket implementation on wsproto, which this package
-    # depends on anyway. uvicorn handles Ctrl+C (SIGINT) itself.
-    config = uvicorn.Config(app, ws="wsproto", lifespan="on", log_level="warning")
+    # ws="wsproto": uvicorn's WebSocket implementation on wsproto, which this
+    # package depends on anyway. uvicorn handles Ctrl+C (SIGINT) itself.
+    config = uvicorn.Config(
+        app, ws="wsproto", lifespan="on", log_level="warning"
+    )
     server = uvicorn.Server(config)
     if stop is None:
         await server.serve(sockets=[sock])
@@ -114,7 +125,9 @@ async def run_uvicorn(app: App, sock: socket.socket, stop: asyncio.Event | None)
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     stopping = asyncio.create_task(stop.wait())
     try:
-        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(
+            {serving, stopping}, return_when=asyncio.FIRST_COMPLETED
+        )
     finally:
         stopping.cancel()
         server.should_exit = True
@@ -122,15 +135,19 @@ async def run_uvicorn(app: App, sock: socket.socket, stop: asyncio.Event | None)
 
 
 async def run_hypercorn(
-    app: App, sock: socket.socket, stop: asyncio.Event | None, open_ws: set[ASGIConnection]
+    app: App,
+    sock: socket.socket,
+    stop: asyncio.Event | None,
+    open_ws: set[ASGIConnection],
 ) -> None:
-    """Serve ``app`` with hypercorn on ``sock`` until ``stop`` is set or Ctrl+C."""
+    """Serve ``app`` with hypercorn on ``sock`` until ``stop`` is set."""
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
     from hypercorn.typing import ASGIFramework
 
     config = Config()
-    config.bind = [f"fd://{sock.detach()}"]  # hypercorn owns the socket from now on
+    # Hypercorn owns the socket from now on.
+    config.bind = [f"fd://{sock.detach()}"]
     config.loglevel = "WARNING"
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -142,23 +159,34 @@ async def run_hypercorn(
         await stop.wait()
         # Hypercorn cancels the connections that are still open when it stops:
         # close them with 1001 (going away) first.
-        await asyncio.gather(*(ws.close(1001, "Server shutting down") for ws in list(open_ws)))
+        await asyncio.gather(
+            *(ws.close(1001, "Server shutting down") for ws in list(open_ws))
+        )
 
-    # hypercorn's annotations describe each ASGI event as its own TypedDict; this
-    # application takes any mapping, which they do not express.
-    await serve(cast("ASGIFramework", app), config, shutdown_trigger=shutdown_trigger)
+    # hypercorn's annotations describe each ASGI event as its own TypedDict;
+    # this application takes any mapping, which they do not express.
+    await serve(
+        cast("ASGIFramework", app), config, shutdown_trigger=shutdown_trigger
+    )
 
 
 async def main(
-    host: str = "127.0.0.1", port: int = 8000, once: bool = False, server: str = "uvicorn"
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    once: bool = False,
+    server: str = "uvicorn",
 ) -> None:
     """Serve until cancelled, or until one client left (``once``)."""
     finished = asyncio.Event()
     open_ws: set[ASGIConnection] = set()
     app = make_app(finished, open_ws)
     sock = listen(host, port)
-    # Connections made from now on wait in the listen backlog until the server runs.
-    print(f"listening on ws://{host}:{sock.getsockname()[1]}/ ({server})", flush=True)
+    # Connections made from now on wait in the listen backlog until the server
+    # runs.
+    print(
+        f"listening on ws://{host}:{sock.getsockname()[1]}/ ({server})",
+        flush=True,
+    )
     stop = finished if once else None
     if server == "hypercorn":
         await run_hypercorn(app, sock, stop, open_ws)
@@ -169,10 +197,18 @@ async def main(
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1", help="interface (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
-    parser.add_argument("--once", action="store_true", help="exit after the first connection")
-    parser.add_argument("--server", choices=["uvicorn", "hypercorn"], default="uvicorn")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="interface (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=8000, help="0 picks a free port"
+    )
+    parser.add_argument(
+        "--once", action="store_true", help="exit after the first connection"
+    )
+    parser.add_argument(
+        "--server", choices=["uvicorn", "hypercorn"], default="uvicorn"
+    )
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main(args.host, args.port, args.once, args.server))

@@ -1,4 +1,4 @@
-"""Quick start demo: a typed, auto-reconnecting client that lives through a server restart.
+"""Quick start demo: a typed, reconnecting client outlives a server restart.
 
 It starts a WebSocket server on localhost (a free port), connects a reconnecting
 client that speaks typed JSON (pydantic models), restarts the server under it,
@@ -73,16 +73,20 @@ async def main(host: str = "127.0.0.1", port: int = 0) -> None:
         server.url,
         reconnect=Backoff(initial=0.05, maximum=0.5),
         on_connect=resubscribe,
-        on_disconnect=lambda exc: print(f"client: connection lost ({exc.reason})"),
+        on_disconnect=lambda exc: print(
+            f"client: connection lost ({exc.reason})"
+        ),
     )
     async with client:
         channel = client.typed(ServerEvent, send=Subscribe)
         for _ in range(3):
             print("client received:", await channel.receive(timeout=5))
 
-        await server.close()  # every connection is closed with 1001 (going away)
+        # Every connection is closed with 1001 (going away).
+        await server.close()
         print("server stopped")
-        await channel.send(Subscribe(channel="news"))  # the server is down: outbox
+        # The server is down: outbox.
+        await channel.send(Subscribe(channel="news"))
         print(f"client: {client.outbox_depth} message waiting in the outbox")
 
         server = await simple_websocket.serve(feed, host, port)
@@ -90,7 +94,8 @@ async def main(host: str = "127.0.0.1", port: int = 0) -> None:
         for _ in range(6):
             print("client received:", await channel.receive(timeout=5))
         print(
-            f"client: {client.reconnects} reconnect after {client.attempts} attempts, "
+            f"client: {client.reconnects} reconnect after {client.attempts} "
+            "attempts, "
             f"outbox now {client.outbox_depth}"
         )
     await server.close()

@@ -1,28 +1,29 @@
-"""Market bot: subscriptions that resume after reconnects, nothing missed or repeated.
+"""Market bot: subscriptions resume after reconnects, nothing lost or repeated.
 
 The bot follows two channels of a market feed and places orders. It uses
-``client.subscribe()``: each subscription sends ``subscribe(last)`` again on every
-new connection, so the feed replays what was published while the bot was away;
-duplicates are dropped and gaps asked for again by sequence number. Orders go out
-with ``channel.request()``: an order whose answer was lost with its connection is
-sent again, with the same id, and the feed runs each order id once.
+``client.subscribe()``: each subscription sends ``subscribe(last)`` again on
+every new connection, so the feed replays what was published while the bot was
+away; duplicates are dropped and gaps asked for again by sequence number. Orders
+go out with ``channel.request()``: an order whose answer was lost with its
+connection is sent again, with the same id, and the feed runs each order id
+once.
 
 Two modes:
 
     python examples/market_bot.py --demo
-        The reference feed of ``simple_websocket.testing`` on a free port, behind a
-        ``FaultProxy`` that cuts the network and then blackholes it (no FIN: found by
-        keepalive pings) while ticks are published and orders placed. The bot
-        prints what it got and exits 0 when every tick arrived once and in order
-        and every order was answered once.
+        The reference feed of ``simple_websocket.testing`` on a free port,
+        behind a ``FaultProxy`` that cuts the network and then blackholes it (no
+        FIN: found by keepalive pings) while ticks are published and orders
+        placed. The bot prints what it got and exits 0 when every tick arrived
+        once and in order and every order was answered once.
 
     python examples/market_bot.py --url ws://127.0.0.1:8000/ --ticks 100
         Only the bot, against a feed speaking the same protocol.
 
-The protocol (the reference feed's): ``{"op": "subscribe", "channel": C, "since":
-N}``, ticks ``{"type": "event", "channel": C, "seq": N, "data": {...}}``, requests
-``{"op": "request", "id": I, "params": ...}`` answered by ``{"type": "response",
-"id": I, "result": ...}``.
+The protocol (the reference feed's): ``{"op": "subscribe", "channel": C,
+"since": N}``, ticks ``{"type": "event", "channel": C, "seq": N, "data":
+{...}}``, requests ``{"op": "request", "id": I, "params": ...}`` answered by
+``{"type": "response", "id": I, "result": ...}``.
 """
 
 from __future__ import annotations
@@ -78,10 +79,14 @@ class Filled(BaseModel):
 
 # --8<-- [start:ticks]
 def ticks(client: ReconnectingClient, channel: str) -> Subscription[Tick]:
-    """The ticks of ``channel``, resumed from the last one after every reconnect."""
+    """The ticks of ``channel``, resumed from the last one after a reconnect."""
     return client.subscribe(
         Tick,
-        subscribe=lambda last: {"op": "subscribe", "channel": channel, "since": last},
+        subscribe=lambda last: {
+            "op": "subscribe",
+            "channel": channel,
+            "since": last,
+        },
         unsubscribe={"op": "unsubscribe", "channel": channel},
         match={"type": "event", "channel": channel},
         sequence=lambda tick: tick.seq,
@@ -97,30 +102,44 @@ async def follow(sub: Subscription[Tick], count: int) -> list[int]:
     async for tick in sub:
         seqs.append(tick.seq)
         if len(seqs) % 50 == 0:
-            print(f"{tick.channel}: tick {tick.seq} at {tick.data.price:.2f}", flush=True)
+            print(
+                f"{tick.channel}: tick {tick.seq} at {tick.data.price:.2f}",
+                flush=True,
+            )
         if len(seqs) == count:
             break
     return seqs
 
 
 async def bot(url: str, count: int, orders: int) -> bool:
-    """Follow the channels for ``count`` ticks each and place ``orders`` orders."""
+    """Follow the channels for ``count`` ticks each; place ``orders`` orders."""
 
     def lost(exc: Disconnected) -> None:
-        print(f"connection lost ({exc.cause}, code {exc.reason}); reconnecting", flush=True)
+        print(
+            f"connection lost ({exc.cause}, code {exc.reason}); reconnecting",
+            flush=True,
+        )
 
     retry = Backoff(initial=0.05, maximum=1.0)
     # Fast keepalive so that the demo's blackhole is found within half a second.
     async with AioClient.connect(
-        url, reconnect=retry, on_disconnect=lost, ping_interval=0.2, ping_timeout=0.3
+        url,
+        reconnect=retry,
+        on_disconnect=lost,
+        ping_interval=0.2,
+        ping_timeout=0.3,
     ) as client:
         subs = [ticks(client, channel) for channel in CHANNELS]
-        # The feed acknowledges each subscribe. A subscription that sends nothing
-        # keeps those away from the orders' channel, which reads what no
+        # The feed acknowledges each subscribe. A subscription that sends
+        # nothing keeps those away from the orders' channel, which reads what no
         # subscription matched (it would refuse them as invalid answers).
-        acks = client.subscribe(dict, subscribe=None, match={"type": "subscribed"})
+        acks = client.subscribe(
+            dict, subscribe=None, match={"type": "subscribed"}
+        )
         async with subs[0], subs[1], acks:
-            readers = [asyncio.ensure_future(follow(sub, count)) for sub in subs]
+            readers = [
+                asyncio.ensure_future(follow(sub, count)) for sub in subs
+            ]
             trading = client.typed(Filled, send=Order)
             fills = []
             for n in range(orders):
@@ -133,22 +152,27 @@ async def bot(url: str, count: int, orders: int) -> bool:
             in_order = seqs == list(range(seqs[0], seqs[0] + count))
             ok = ok and in_order
             print(
-                f"{channel}: {len(seqs)} ticks, in order and once each: {in_order} "
+                f"{channel}: {len(seqs)} ticks, in order and once each: "
+                f"{in_order} "
                 f"(duplicates dropped: {sub.duplicates}, gaps: {sub.gaps})",
                 flush=True,
             )
         answered = sorted(fill.result["size"] for fill in fills)
         ok = ok and answered == list(range(1, orders + 1))
-        print(f"orders answered once each: {answered == list(range(1, orders + 1))}")
+        print(
+            "orders answered once each: "
+            f"{answered == list(range(1, orders + 1))}"
+        )
         return ok
 
 
 async def demo(count: int, orders: int) -> bool:
-    """Run the feed behind a proxy that breaks the network, and the bot through it."""
+    """Run the feed behind a proxy that breaks the network, and the bot."""
     rng = random.Random(1)
 
     async def fill(request: dict[str, Any]) -> Any:
-        await asyncio.sleep(rng.uniform(0.01, 0.1))  # the exchange takes a while
+        # The exchange takes a while.
+        await asyncio.sleep(rng.uniform(0.01, 0.1))
         return request["params"]
 
     async def publish(feed: PubSubServer) -> None:
@@ -156,7 +180,9 @@ async def demo(count: int, orders: int) -> bool:
         while True:
             for channel in CHANNELS:
                 price += rng.uniform(-1, 1)
-                feed.publish(channel, {"price": price, "size": rng.uniform(0.1, 2)})
+                feed.publish(
+                    channel, {"price": price, "size": rng.uniform(0.1, 2)}
+                )
             await asyncio.sleep(0.01)
 
     async def break_network(proxy: FaultProxy) -> None:
@@ -169,7 +195,10 @@ async def demo(count: int, orders: int) -> bool:
         proxy.blackhole()
         await proxy.wait_for_connections(3)
 
-    async with PubSubServer(handler=fill) as feed, FaultProxy(feed.port) as proxy:
+    async with (
+        PubSubServer(handler=fill) as feed,
+        FaultProxy(feed.port) as proxy,
+    ):
         print(f"feed on {feed.url}, bot through {proxy.url}", flush=True)
         publisher = asyncio.ensure_future(publish(feed))
         breaker = asyncio.ensure_future(break_network(proxy))
@@ -178,19 +207,30 @@ async def demo(count: int, orders: int) -> bool:
             await breaker
         finally:
             publisher.cancel()
-        print(f"orders run by the feed: {feed.executed} (copies received: {feed.requests})")
+        print(
+            f"orders run by the feed: {feed.executed} (copies received: "
+            f"{feed.requests})"
+        )
         return ok and feed.executed == orders
 
 
 def main() -> int:
     """Run the demo or the bot; 0 when every tick and order arrived once."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--demo", action="store_true", help="run a feed and break the network")
+    parser.add_argument(
+        "--demo", action="store_true", help="run a feed and break the network"
+    )
     parser.add_argument("--url", help="the feed's URL (without --demo)")
-    parser.add_argument("--ticks", type=int, default=150, help="ticks to read per channel")
-    parser.add_argument("--orders", type=int, default=20, help="orders to place")
+    parser.add_argument(
+        "--ticks", type=int, default=150, help="ticks to read per channel"
+    )
+    parser.add_argument(
+        "--orders", type=int, default=20, help="orders to place"
+    )
     args = parser.parse_args()
-    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s"
+    )
     if args.demo:
         ok = asyncio.run(demo(args.ticks, args.orders))
     elif args.url:

@@ -1,15 +1,15 @@
 """Raw socket server: read the HTTP request yourself, then hand the socket over.
 
-A plain asyncio accept loop on a listening socket, with no web framework. For each
-connection it reads the HTTP request head itself and parses the request line and the
-headers, then passes the socket, the headers and the target to
+A plain asyncio accept loop on a listening socket, with no web framework. For
+each connection it reads the HTTP request head itself and parses the request
+line and the headers, then passes the socket, the headers and the target to
 ``AioServer.accept(sock=..., headers=..., path=...)``. That call validates the
-upgrade request strictly (a missing or malformed ``Sec-WebSocket-Key`` is answered
-with 400 and raises ``HandshakeError``), answers 101 and runs the WebSocket on the
-socket. The first line of output is the server's URL.
+upgrade request strictly (a missing or malformed ``Sec-WebSocket-Key`` is
+answered with 400 and raises ``HandshakeError``), answers 101 and runs the
+WebSocket on the socket. The first line of output is the server's URL.
 
-    python examples/raw_socket_server.py                   # ws://127.0.0.1:8000/
-    python examples/raw_socket_server.py --port 0 --once   # a free port; exit after one client
+    python examples/raw_socket_server.py                  # port 8000
+    python examples/raw_socket_server.py --port 0 --once  # 1 client, any port
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ Headers = list[tuple[str, str]]
 
 
 class BadRequest(Exception):
-    """The request head could not be read or parsed; answered with ``status``."""
+    """The request head could not be read or parsed; ``status`` was sent."""
 
     def __init__(self, status: int, detail: str) -> None:
         super().__init__(detail)
@@ -43,15 +43,17 @@ class BadRequest(Exception):
 async def read_request_head(sock: socket.socket) -> bytes:
     """Read the HTTP request head from ``sock`` (without the final blank line).
 
-    A client must wait for the 101 response before it sends frames (RFC 6455, 4.1),
-    so nothing may follow the head in what was read.
+    A client must wait for the 101 response before it sends frames (RFC 6455,
+    4.1), so nothing may follow the head in what was read.
     """
     loop = asyncio.get_running_loop()
     data = b""
     while True:
         chunk = await loop.sock_recv(sock, 4096)
         if not chunk:
-            raise ConnectionResetError("the client closed the connection before its request")
+            raise ConnectionResetError(
+                "the client closed the connection before its request"
+            )
         data += chunk
         end = data.find(b"\r\n\r\n")
         if end >= 0:
@@ -63,7 +65,7 @@ async def read_request_head(sock: socket.socket) -> bytes:
 
 
 def parse_request_head(head: bytes) -> tuple[str, str, Headers]:
-    """Return the method, the target and the headers (as pairs) of a request head."""
+    """Return the method, target and headers (as pairs) of a request head."""
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ")
     if len(parts) != 3 or parts[2] != "HTTP/1.1":
@@ -90,10 +92,14 @@ async def send_error(sock: socket.socket, status: int, detail: str) -> None:
         "Connection: close\r\n\r\n"
     )
     with sock:
-        await asyncio.get_running_loop().sock_sendall(sock, head.encode("latin-1") + body)
+        await asyncio.get_running_loop().sock_sendall(
+            sock, head.encode("latin-1") + body
+        )
 
 
-async def handle(sock: socket.socket, peer: str, open_ws: set[AioServer]) -> bool:
+async def handle(
+    sock: socket.socket, peer: str, open_ws: set[AioServer]
+) -> bool:
     """Serve one TCP connection; return ``True`` when a WebSocket ran on it."""
     try:
         async with asyncio.timeout(OPEN_TIMEOUT):
@@ -110,7 +116,8 @@ async def handle(sock: socket.socket, peer: str, open_ws: set[AioServer]) -> boo
         return False
 
     try:
-        # headers may be a dict or (name, value) pairs; path is the request target.
+        # headers may be a dict or (name, value) pairs; path is the request
+        # target.
         ws = await AioServer.accept(sock=sock, headers=headers, path=target)
     except simple_websocket.HandshakeError as exc:
         # The 400 (or 426) response was sent and the socket closed.
@@ -130,8 +137,10 @@ async def handle(sock: socket.socket, peer: str, open_ws: set[AioServer]) -> boo
     return True
 
 
-async def main(host: str = "127.0.0.1", port: int = 8000, once: bool = False) -> None:
-    """Accept connections until cancelled, or until one WebSocket ended (``once``)."""
+async def main(
+    host: str = "127.0.0.1", port: int = 8000, once: bool = False
+) -> None:
+    """Accept connections until cancelled, or one WebSocket ended (``once``)."""
     loop = asyncio.get_running_loop()
     finished = asyncio.Event()
     open_ws: set[AioServer] = set()
@@ -150,15 +159,21 @@ async def main(host: str = "127.0.0.1", port: int = 8000, once: bool = False) ->
 
     with socket.create_server((host, port)) as listener:
         listener.setblocking(False)
-        print(f"listening on ws://{host}:{listener.getsockname()[1]}/", flush=True)
+        print(
+            f"listening on ws://{host}:{listener.getsockname()[1]}/", flush=True
+        )
         acceptor = asyncio.create_task(accept_forever(listener))
         try:
-            await finished.wait()  # never set without --once: serve until Ctrl+C
+            # Never set without --once: serve until Ctrl+C.
+            await finished.wait()
         finally:
             acceptor.cancel()
             # Close the open WebSockets with 1001 and let their handlers finish.
             await asyncio.gather(
-                *(ws.close(1001, "Server shutting down") for ws in list(open_ws)),
+                *(
+                    ws.close(1001, "Server shutting down")
+                    for ws in list(open_ws)
+                ),
                 return_exceptions=True,
             )
             if tasks:
@@ -168,9 +183,15 @@ async def main(host: str = "127.0.0.1", port: int = 8000, once: bool = False) ->
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1", help="interface (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
-    parser.add_argument("--once", action="store_true", help="exit after the first WebSocket")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="interface (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=8000, help="0 picks a free port"
+    )
+    parser.add_argument(
+        "--once", action="store_true", help="exit after the first WebSocket"
+    )
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main(args.host, args.port, args.once))

@@ -2,11 +2,12 @@
 
 Talks to ``typed_server.py`` (whose models it imports): asks for quotes with
 ``channel.request()``, which sends a request with a fresh ``id`` and returns the
-event that carries the same ``id``; subscribes to ticks; shows that an object of the
-wrong type is refused before anything is sent; sends one raw invalid message, which
-the server answers with an ``Error`` event; then receives ``--ticks`` ticks (a
-discriminated union decoded into the right model) and closes with 1000. The exit
-status is 0 when everything was answered, 1 otherwise.
+event that carries the same ``id``; subscribes to ticks; shows that an object of
+the wrong type is refused before anything is sent; sends one raw invalid
+message, which the server answers with an ``Error`` event; then receives
+``--ticks`` ticks (a discriminated union decoded into the right model) and
+closes with 1000. The exit status is 0 when everything was answered, 1
+otherwise.
 
     python examples/typed_server.py --port 8000 &
     python examples/typed_client.py --url ws://127.0.0.1:8000/ --ticks 6
@@ -18,25 +19,40 @@ import argparse
 import asyncio
 import sys
 
-from typed_server import ClientMessage, Error, GetQuote, Quote, ServerEvent, Subscribe, Tick
+from typed_server import (
+    ClientMessage,
+    Error,
+    GetQuote,
+    Quote,
+    ServerEvent,
+    Subscribe,
+    Tick,
+)
 
 import simple_websocket
 from simple_websocket import EncodeError, RequestTimeout
 
 
 # --8<-- [start:main]
-async def main(url: str = "ws://127.0.0.1:8000/", ticks: int = 6, timeout: float = 10.0) -> int:
-    """Run the conversation with the quote server at ``url``; return an exit status."""
+async def main(
+    url: str = "ws://127.0.0.1:8000/", ticks: int = 6, timeout: float = 10.0
+) -> int:
+    """Talk to the quote server at ``url``; return an exit status."""
     try:
-        async with simple_websocket.AioClient.connect(url, open_timeout=timeout) as ws:
+        async with simple_websocket.AioClient.connect(
+            url, open_timeout=timeout
+        ) as ws:
             print(f"connected to {url}")
-            # Received messages are decoded as ServerEvent (the "type" field picks the
-            # model); send() only accepts ClientMessage objects.
+            # Received messages are decoded as ServerEvent (the "type" field
+            # picks the model); send() only accepts ClientMessage objects.
             channel = ws.typed(ServerEvent, send=ClientMessage)
 
-            # request() sets a fresh id on a copy of the message (id is None here),
-            # sends it and returns the event whose id matches, whatever its type.
-            reply = await channel.request(GetQuote(symbol="ACME"), timeout=timeout)
+            # request() sets a fresh id on a copy of the message (id is None
+            # here), sends it and returns the event whose id matches, whatever
+            # its type.
+            reply = await channel.request(
+                GetQuote(symbol="ACME"), timeout=timeout
+            )
             match reply:
                 case Quote(symbol=symbol, price=price, id=request_id):
                     print(f"quote {symbol} = {price} (request id {request_id})")
@@ -44,28 +60,42 @@ async def main(url: str = "ws://127.0.0.1:8000/", ticks: int = 6, timeout: float
                     print(f"error for request {request_id}: {detail}")
                     return 1
 
-            reply = await channel.request(GetQuote(symbol="NOPE"), timeout=timeout)
+            reply = await channel.request(
+                GetQuote(symbol="NOPE"), timeout=timeout
+            )
             if isinstance(reply, Error):
                 print(f"error for request {reply.id}: {reply.detail}")
 
-            try:  # a server event is not a ClientMessage: refused, nothing is sent
+            # A server event is not a ClientMessage: refused, nothing is sent.
+            try:
                 await channel.send(Tick(symbol="ACME", seq=0, price=1.0))
             except EncodeError as exc:
-                print(f"refused before sending: EncodeError for a {type(exc.obj).__name__}")
+                print(
+                    "refused before sending: EncodeError for a "
+                    f"{type(exc.obj).__name__}"
+                )
 
             subscribed = await channel.request(
                 Subscribe(symbols=["ACME", "GLOBEX"]), timeout=timeout
             )
-            print(f"subscribed to {subscribed.symbols} (request id {subscribed.id})")
+            print(
+                f"subscribed to {subscribed.symbols} (request id "
+                f"{subscribed.id})"
+            )
             # Ticks now flow. Those that arrive while this request waits for its
             # answer stay queued, in order, for the loop below.
-            reply = await channel.request(GetQuote(symbol="GLOBEX"), timeout=timeout)
-            print(f"quote {reply.symbol} = {reply.price} (request id {reply.id})")
+            reply = await channel.request(
+                GetQuote(symbol="GLOBEX"), timeout=timeout
+            )
+            print(
+                f"quote {reply.symbol} = {reply.price} (request id {reply.id})"
+            )
 
             await ws.send("hello?")  # a raw message the server cannot decode
 
             received, complaint = 0, False
-            async for event in channel:  # ends quietly if the server closes normally
+            # Ends quietly if the server closes normally.
+            async for event in channel:
                 match event:
                     case Tick(seq=seq, symbol=symbol, price=price):
                         received += 1
@@ -87,7 +117,10 @@ async def main(url: str = "ws://127.0.0.1:8000/", ticks: int = 6, timeout: float
         print(f"no answer: {exc}", file=sys.stderr)
         return 1
     except simple_websocket.ConnectionClosed as exc:
-        print(f"the server closed the connection: {exc.reason} {exc.message or ''}")
+        print(
+            f"the server closed the connection: {exc.reason} "
+            f"{exc.message or ''}"
+        )
         return 1
     return 0
 
@@ -97,8 +130,14 @@ async def main(url: str = "ws://127.0.0.1:8000/", ticks: int = 6, timeout: float
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default="ws://127.0.0.1:8000/", help="(default: %(default)s)")
-    parser.add_argument("--ticks", type=int, default=6, help="ticks to receive (default: 6)")
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds per step")
+    parser.add_argument(
+        "--url", default="ws://127.0.0.1:8000/", help="(default: %(default)s)"
+    )
+    parser.add_argument(
+        "--ticks", type=int, default=6, help="ticks to receive (default: 6)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds per step"
+    )
     args = parser.parse_args()
     sys.exit(asyncio.run(main(args.url, args.ticks, args.timeout)))

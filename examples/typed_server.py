@@ -1,17 +1,18 @@
 """Typed server: a small quote service whose messages are pydantic models.
 
-Clients send ``ClientMessage`` objects (a discriminated union of ``GetQuote`` and
-``Subscribe``); the server answers with ``ServerEvent`` objects (a discriminated union
-of ``Quote``, ``Subscribed``, ``Tick`` and ``Error``). Requests carry an ``id`` and
-their answer carries the same ``id``, which is what ``TypedChannel.request()`` on the
-client side waits for. A message that is not valid JSON, or not a valid
-``ClientMessage``, is answered with an ``Error`` event and the connection stays open.
+Clients send ``ClientMessage`` objects (a discriminated union of ``GetQuote``
+and ``Subscribe``); the server answers with ``ServerEvent`` objects (a
+discriminated union of ``Quote``, ``Subscribed``, ``Tick`` and ``Error``).
+Requests carry an ``id`` and their answer carries the same ``id``, which is what
+``TypedChannel.request()`` on the client side waits for. A message that is not
+valid JSON, or not a valid ``ClientMessage``, is answered with an ``Error``
+event and the connection stays open.
 
-The models are defined here and imported by ``typed_client.py``. The first line of
-output is the server's URL.
+The models are defined here and imported by ``typed_client.py``. The first line
+of output is the server's URL.
 
     python examples/typed_server.py                   # ws://127.0.0.1:8000/
-    python examples/typed_server.py --port 0 --once   # a free port; exit after one client
+    python examples/typed_server.py --port 0 --once   # free port, one client
 
 Try it with ``python examples/typed_client.py --url ws://127.0.0.1:8000/``.
 """
@@ -30,9 +31,9 @@ from simple_websocket import ConnectionClosed, DecodeError
 
 
 # --8<-- [start:models]
-# -- what clients send -----------------------------------------------------------------
+# -- what clients send ---------------------------------------------------------
 class GetQuote(BaseModel):
-    """Request: the price of one symbol, answered by a ``Quote`` or an ``Error``."""
+    """Request: the price of one symbol, answered by ``Quote`` or ``Error``."""
 
     type: Literal["get_quote"] = "get_quote"
     id: int | None = None  # request() sets a fresh id when it is None
@@ -40,7 +41,7 @@ class GetQuote(BaseModel):
 
 
 class Subscribe(BaseModel):
-    """Request: ticks for these symbols from now on, answered by ``Subscribed``."""
+    """Request: ticks for these symbols from now on; answer: ``Subscribed``."""
 
     type: Literal["subscribe"] = "subscribe"
     id: int | None = None
@@ -50,7 +51,7 @@ class Subscribe(BaseModel):
 ClientMessage = Annotated[GetQuote | Subscribe, Field(discriminator="type")]
 
 
-# -- what the server sends ---------------------------------------------------------------
+# -- what the server sends -----------------------------------------------------
 class Quote(BaseModel):
     """The answer to ``GetQuote``."""
 
@@ -78,14 +79,16 @@ class Tick(BaseModel):
 
 
 class Error(BaseModel):
-    """A refused request (``id`` set) or an invalid message (``id`` is ``None``)."""
+    """A refused request (``id`` set) or an invalid message (``id`` None)."""
 
     type: Literal["error"] = "error"
     id: int | None = None
     detail: str
 
 
-ServerEvent = Annotated[Quote | Subscribed | Tick | Error, Field(discriminator="type")]
+ServerEvent = Annotated[
+    Quote | Subscribed | Tick | Error, Field(discriminator="type")
+]
 # --8<-- [end:models]
 
 #: The symbols the service knows, with their opening price.
@@ -103,10 +106,10 @@ def describe(exc: DecodeError) -> str:
 
 # --8<-- [start:handler]
 async def serve_client(ws: simple_websocket.AioServer, interval: float) -> None:
-    """Answer one client's requests; send ticks for the symbols it subscribed to."""
+    """Answer one client's requests; send ticks of the symbols it follows."""
     peer = "{}:{}".format(*ws.remote_address[:2])
-    # Received messages are decoded as ClientMessage; send() refuses anything that is
-    # not a ServerEvent with EncodeError, before writing.
+    # Received messages are decoded as ClientMessage; send() refuses anything
+    # that is not a ServerEvent with EncodeError, before writing.
     channel = ws.typed(ClientMessage, send=ServerEvent)
     symbols: list[str] = []  # shared with the ticker task
 
@@ -118,7 +121,9 @@ async def serve_client(ws: simple_websocket.AioServer, interval: float) -> None:
                 for symbol in list(symbols):
                     seq += 1
                     price = PRICES[symbol] + seq * 0.25
-                    await channel.send(Tick(symbol=symbol, seq=seq, price=price))
+                    await channel.send(
+                        Tick(symbol=symbol, seq=seq, price=price)
+                    )
 
     ticks = asyncio.create_task(ticker())
     try:
@@ -126,26 +131,44 @@ async def serve_client(ws: simple_websocket.AioServer, interval: float) -> None:
             try:
                 async for message in channel:  # ends quietly on 1000 and 1001
                     match message:
-                        case GetQuote(id=request_id, symbol=symbol) if symbol in PRICES:
-                            print(f"{peer} get_quote {symbol} (id {request_id})")
+                        case GetQuote(id=request_id, symbol=symbol) if (
+                            symbol in PRICES
+                        ):
+                            print(
+                                f"{peer} get_quote {symbol} (id {request_id})"
+                            )
                             await channel.send(
-                                Quote(id=request_id, symbol=symbol, price=PRICES[symbol])
+                                Quote(
+                                    id=request_id,
+                                    symbol=symbol,
+                                    price=PRICES[symbol],
+                                )
                             )
                         case GetQuote(id=request_id, symbol=symbol):
-                            print(f"{peer} get_quote {symbol} (id {request_id}): unknown")
+                            print(
+                                f"{peer} get_quote {symbol} (id "
+                                f"{request_id}): unknown"
+                            )
                             await channel.send(
-                                Error(id=request_id, detail=f"unknown symbol {symbol!r}")
+                                Error(
+                                    id=request_id,
+                                    detail=f"unknown symbol {symbol!r}",
+                                )
                             )
                         case Subscribe(id=request_id, symbols=wanted):
                             known = [s for s in wanted if s in PRICES]
                             symbols.extend(s for s in known if s not in symbols)
                             print(f"{peer} subscribe {known} (id {request_id})")
-                            await channel.send(Subscribed(id=request_id, symbols=known))
+                            await channel.send(
+                                Subscribed(id=request_id, symbols=known)
+                            )
                 break
             except DecodeError as exc:
                 # The connection stays open: answer, then iterate again.
                 print(f"{peer} invalid message {exc.data!r}: {describe(exc)}")
-                await channel.send(Error(detail=f"invalid message: {describe(exc)}"))
+                await channel.send(
+                    Error(detail=f"invalid message: {describe(exc)}")
+                )
         print(f"{peer} closed with code {ws.close_reason}")
     finally:
         ticks.cancel()
@@ -157,9 +180,12 @@ async def serve_client(ws: simple_websocket.AioServer, interval: float) -> None:
 
 
 async def main(
-    host: str = "127.0.0.1", port: int = 8000, once: bool = False, interval: float = 0.1
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    once: bool = False,
+    interval: float = 0.1,
 ) -> None:
-    """Serve on ``host``:``port`` until cancelled, or until one client left (``once``)."""
+    """Serve on ``host``:``port`` until cancelled (``once``: one client)."""
     finished = asyncio.Event()
 
     async def handler(ws: simple_websocket.AioServer) -> None:
@@ -177,10 +203,18 @@ async def main(
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1", help="interface (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
-    parser.add_argument("--once", action="store_true", help="exit after the first connection")
-    parser.add_argument("--interval", type=float, default=0.1, help="seconds between ticks")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="interface (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=8000, help="0 picks a free port"
+    )
+    parser.add_argument(
+        "--once", action="store_true", help="exit after the first connection"
+    )
+    parser.add_argument(
+        "--interval", type=float, default=0.1, help="seconds between ticks"
+    )
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main(args.host, args.port, args.once, args.interval))

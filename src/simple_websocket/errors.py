@@ -5,30 +5,39 @@ The tree::
     RuntimeError
      └── SimpleWebsocketError            base of everything below
           ├── ConnectionError(status_code) the connection could not be opened
-          │    ├── HandshakeRejected       the server answered with a status other than 101
-          │    ├── HandshakeError          the opening handshake was malformed or invalid
-          │    ├── OpenTimeout             opening took longer than ``open_timeout``
-          │    │                           (also a builtin ``TimeoutError``)
-          │    └── ProxyError              the proxy refused or failed to open the tunnel
-          │                                (``status_code`` for HTTP proxies)
+          │    ├── HandshakeRejected       the server answered with a status
+          │    │                           other than 101
+          │    ├── HandshakeError          the opening handshake was malformed
+          │    │                           or invalid
+          │    ├── OpenTimeout             opening took longer than
+          │    │                           ``open_timeout`` (also a builtin
+          │    │                           ``TimeoutError``)
+          │    └── ProxyError              the proxy refused or failed to open
+          │                                the tunnel (``status_code`` for HTTP
+          │                                proxies)
           ├── ConnectionClosed(reason, message)
-          │    │                           the connection is closed; ``reason`` is the close
-          │    │                           code, ``message`` the close reason text
+          │    │                           the connection is closed; ``reason``
+          │    │                           is the close code, ``message`` the
+          │    │                           close reason text
           │    └── Disconnected(reason, message, cause)
-          │                                a reconnecting client's connection ended, and why
-          │                                (what ``on_disconnect`` receives)
-          ├── DecodeError(data, error)     a received message is not valid for its codec
-          │                                (also a ``ValueError``); the connection stays open
+          │                                a reconnecting client's connection
+          │                                ended, and why (what
+          │                                ``on_disconnect`` receives)
+          ├── DecodeError(data, error)     a received message is not valid for
+          │                                its codec (also a ``ValueError``); the
+          │                                connection stays open
           ├── EncodeError                  an object cannot be encoded by a codec
           │                                (also a ``TypeError``); nothing was sent
           ├── RequestTimeout               no response to a typed request in time
           │                                (also a builtin ``TimeoutError``)
-          ├── GapError(expected, received) a subscription's sequence has a gap that
-          │                                was not filled
-          ├── IdleTimeout(timeout)         no message within a pipeline's ``idle_timeout``
-          │                                (also a builtin ``TimeoutError``)
-          └── OutboxFull                   ``send()`` during an outage found the reconnecting
-                                           client's outbox full (policy ``"raise"``)
+          ├── GapError(expected, received) a subscription's sequence has a gap
+          │                                that was not filled
+          ├── IdleTimeout(timeout)         no message within a pipeline's
+          │                                ``idle_timeout`` (also a builtin
+          │                                ``TimeoutError``)
+          └── OutboxFull                   ``send()`` during an outage found the
+                                           reconnecting client's outbox full
+                                           (policy ``"raise"``)
 
 ``ConnectionError`` and ``ConnectionClosed`` keep the constructor signatures and
 attributes of simple-websocket 1.1, so ``except simple_websocket.ConnectionError``

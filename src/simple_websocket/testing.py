@@ -8,7 +8,9 @@ what it received and can be stopped and restarted on the same port, which is wha
 testing a reconnecting bot needs::
 
     async def test_bot_resubscribes(ws_server):
-        ws_server.script = Script(greeting=["hello"], close_after=1, close_code=1012)
+        ws_server.script = Script(
+            greeting=["hello"], close_after=1, close_code=1012
+        )
         ...
 
 :class:`FaultProxy` sits between a client and a server on loopback and breaks the

@@ -10,12 +10,16 @@ from flask_sock import Sock
 from simple_websocket import Server
 
 app = Flask(__name__)
-app.config["SOCK_SERVER_OPTIONS"] = {"ping_interval": 25, "subprotocols": ["chat"]}
+app.config["SOCK_SERVER_OPTIONS"] = {
+    "ping_interval": 25,
+    "subprotocols": ["chat"],
+}
 sock = Sock(app)
 
 
 @sock.route("/echo")
 def echo(ws: Server) -> None:
     while True:
-        message = ws.receive()  # raises ConnectionClosed when the client leaves
+        # ConnectionClosed when the client leaves:
+        message = ws.receive()
         ws.send(message)

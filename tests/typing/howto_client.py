@@ -28,7 +28,8 @@ async def open_and_close() -> None:
 
 async def tls() -> None:
     context = ssl.create_default_context(cafile="my-ca.pem")
-    # context.load_cert_chain("client.pem", "client.key")   # for a client certificate
+    # For a client certificate:
+    # context.load_cert_chain("client.pem", "client.key")
     ws = await AioClient.connect("wss://localhost:8443/", ssl_context=context)
     await ws.close()
 
@@ -51,7 +52,10 @@ async def options(url: str) -> None:
 
 
 async def unix_socket() -> None:
-    ws = await AioClient.connect("ws://localhost/feed", unix_socket="/run/app/ws.sock")
+    ws = await AioClient.connect(
+        "ws://localhost/feed",
+        unix_socket="/run/app/ws.sock",
+    )
     await ws.close()
 
 

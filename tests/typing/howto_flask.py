@@ -22,11 +22,14 @@ def client() -> None:
     with Client.connect("ws://127.0.0.1:5000/echo") as ws:  # close(1000) on exit
         ws.send("hello")  # str: text message; bytes: binary message
         print(ws.receive(timeout=5))  # None if nothing arrived in 5 s
-        for message in ws:  # ends quietly on a normal close (1000/1001)
+        for message in ws:  # ends quietly on 1000 or 1001
             print(message)
 
 
-def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+def app(
+    environ: dict[str, Any],
+    start_response: Callable[..., Any],
+) -> list[bytes]:
     ws = Server.accept(environ, subprotocols=["chat"], ping_interval=25)
     try:
         for message in ws:

@@ -20,7 +20,10 @@ async def connecting() -> None:
     )
 
     # A direct connection, whatever the environment says:
-    ws = await simple_websocket.AioClient.connect("wss://stream.example.com/ws", proxy=None)
+    ws = await simple_websocket.AioClient.connect(
+        "wss://stream.example.com/ws",
+        proxy=None,
+    )
     await ws.close()
 
 

@@ -8,7 +8,12 @@ from __future__ import annotations
 import json
 import logging
 
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_fixed
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_fixed,
+)
 
 from simple_websocket import AioClient, Backoff, ConnectionClosed, Disconnected
 from simple_websocket.reconnect import is_retryable
@@ -38,7 +43,8 @@ def any_tenacity_policy() -> AsyncRetrying:
     policy = AsyncRetrying(
         wait=wait_fixed(2),
         stop=stop_after_attempt(5),
-        retry=retry_if_exception(is_retryable),  # tenacity's default retries every error
+        # tenacity's default retries every error:
+        retry=retry_if_exception(is_retryable),
         reraise=True,  # raise the last error, not tenacity.RetryError
     )
     return policy
@@ -60,7 +66,11 @@ async def auth_headers() -> dict[str, str]:
 
 
 async def with_headers(url: str) -> None:
-    ws = await AioClient.connect(url, headers=auth_headers, retry=Backoff(max_attempts=5))
+    ws = await AioClient.connect(
+        url,
+        headers=auth_headers,
+        retry=Backoff(max_attempts=5),
+    )
     await ws.close()
 
 

@@ -13,7 +13,10 @@ from simple_websocket import AioClient, AioServer, serve
 
 
 class PreferV2(simple_websocket.AioServer):
-    def choose_subprotocol(self, request: simple_websocket.HandshakeRequest) -> str | None:
+    def choose_subprotocol(
+        self,
+        request: simple_websocket.HandshakeRequest,
+    ) -> str | None:
         # request.subprotocols is the client's list, in its order of preference.
         for name in ("v2", "v1"):  # the server's order wins
             if name in request.subprotocols:

@@ -25,11 +25,11 @@ async def forward_text(source: AioClient, target: AioClient) -> None:
 
 
 async def running(xs: Stream[str | bytes]) -> None:
-    async with xs.stream() as items:  # iterate, and clean up when leaving the block
+    async with xs.stream() as items:  # iterate; clean up when leaving
         async for item in items:
             ...
 
-    last = await xs  # run it; the last item (StreamEmpty if none)
+    last = await xs  # the last item (StreamEmpty if none)
     print(last)
 
 

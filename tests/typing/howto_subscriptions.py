@@ -25,10 +25,15 @@ class Tick(BaseModel):
 
 
 async def follow_btc() -> None:
-    async with AioClient.connect("wss://feed.example.com/ws", reconnect=True) as client:
+    url = "wss://feed.example.com/ws"
+    async with AioClient.connect(url, reconnect=True) as client:
         btc = client.subscribe(
             Tick,
-            subscribe=lambda last: {"op": "subscribe", "channel": "BTC", "since": last},
+            subscribe=lambda last: {
+                "op": "subscribe",
+                "channel": "BTC",
+                "since": last,
+            },
             unsubscribe={"op": "unsubscribe", "channel": "BTC"},
             match={"type": "tick", "channel": "BTC"},
             sequence=lambda tick: tick.seq,
@@ -46,18 +51,27 @@ async def print_ticks(sub: Subscription[Tick]) -> None:
 async def follow_two(client: ReconnectingClient) -> None:
     btc = client.subscribe(
         Tick,
-        subscribe=lambda last: {"op": "subscribe", "channel": "BTC", "since": last},
+        subscribe=lambda last: {
+            "op": "subscribe",
+            "channel": "BTC",
+            "since": last,
+        },
         match={"type": "tick", "channel": "BTC"},
         sequence=lambda tick: tick.seq,
     )
     eth = client.subscribe(
         Tick,
-        subscribe=lambda last: {"op": "subscribe", "channel": "ETH", "since": last},
+        subscribe=lambda last: {
+            "op": "subscribe",
+            "channel": "ETH",
+            "since": last,
+        },
         match={"type": "tick", "channel": "ETH"},
         sequence=lambda tick: tick.seq,
     )
     async with btc, eth:
-        async with asyncio.TaskGroup() as tasks:  # one consumer per subscription
+        # One consumer per subscription:
+        async with asyncio.TaskGroup() as tasks:
             tasks.create_task(print_ticks(btc))
             tasks.create_task(print_ticks(eth))
 
@@ -65,7 +79,11 @@ async def follow_two(client: ReconnectingClient) -> None:
 async def tolerate_gaps(client: ReconnectingClient) -> None:
     btc = client.subscribe(
         Tick,
-        subscribe=lambda last: {"op": "subscribe", "channel": "BTC", "since": last},
+        subscribe=lambda last: {
+            "op": "subscribe",
+            "channel": "BTC",
+            "since": last,
+        },
         match={"type": "tick", "channel": "BTC"},
         sequence=lambda tick: tick.seq,
         on_gap="raise",
@@ -91,7 +109,11 @@ async def with_acknowledgements(client: ReconnectingClient) -> None:
 async def watchdog(client: ReconnectingClient) -> None:
     btc = client.subscribe(
         Tick,
-        subscribe=lambda last: {"op": "subscribe", "channel": "BTC", "since": last},
+        subscribe=lambda last: {
+            "op": "subscribe",
+            "channel": "BTC",
+            "since": last,
+        },
         match={"type": "tick", "channel": "BTC"},
         sequence=lambda tick: tick.seq,
         idle_timeout=30,
@@ -139,11 +161,18 @@ async def take(sub: Subscription[Event], count: int) -> list[int]:
 async def test_bot_misses_nothing() -> None:
     async with PubSubServer() as feed, FaultProxy(feed.port) as proxy:
         async with AioClient.connect(
-            proxy.url, reconnect=Backoff(initial=0.01), ping_interval=0.1, ping_timeout=0.1
+            proxy.url,
+            reconnect=Backoff(initial=0.01),
+            ping_interval=0.1,
+            ping_timeout=0.1,
         ) as client:
             btc = client.subscribe(
                 Event,
-                subscribe=lambda last: {"op": "subscribe", "channel": "BTC", "since": last},
+                subscribe=lambda last: {
+                    "op": "subscribe",
+                    "channel": "BTC",
+                    "since": last,
+                },
                 match={"type": "event", "channel": "BTC"},
                 sequence=lambda event: event.seq,
             )
@@ -154,6 +183,7 @@ async def test_bot_misses_nothing() -> None:
                 seqs = await take(btc, 10)
                 proxy.cut()  # the connection drops; the client reconnects
                 for n in range(10, 20):
-                    feed.publish("BTC", n)  # replayed from 10 on the new connection
+                    # Replayed from 10 on the new connection:
+                    feed.publish("BTC", n)
                 seqs += await take(btc, 10)
                 assert seqs == list(range(1, 21))

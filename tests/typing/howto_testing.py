@@ -12,7 +12,10 @@ from simple_websocket.testing import FaultProxy, Script, ScriptedServer
 
 
 async def test_bot_survives_a_restart(ws_server: ScriptedServer) -> None:
-    client = await AioClient.connect(ws_server.url, reconnect=Backoff(initial=0.01))
+    client = await AioClient.connect(
+        ws_server.url,
+        reconnect=Backoff(initial=0.01),
+    )
     await client.send("before")
     await ws_server.wait_for_messages(1)
     await ws_server.restart()  # same port; connections get 1001
@@ -29,7 +32,7 @@ async def test_bot_notices_a_dead_network(ws_server: ScriptedServer) -> None:
         client = AioClient.connect(
             proxy.url,
             reconnect=Backoff(initial=0.01),
-            ping_interval=0.1,  # tiny values: the test runs in a second
+            ping_interval=0.1,  # tiny values: the test takes a second
             ping_timeout=0.1,
             on_disconnect=drops.put_nowait,
         )

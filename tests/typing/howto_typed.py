@@ -46,10 +46,10 @@ async def what_the_type_checker_sees(ws: AioClient) -> None:
 async def the_channel(ws: AioClient) -> None:
     channel = ws.typed(ServerEvent, send=ClientMessage)
 
-    await channel.send(Subscribe(symbols=["ACME"]))  # refused unless a ClientMessage
+    await channel.send(Subscribe(symbols=["ACME"]))  # only a ClientMessage
     event = await channel.receive(timeout=10)  # a ServerEvent, or None
     quote = await channel.request(GetQuote(symbol="ACME"), timeout=5)
-    async for event in channel:  # ends quietly on 1000 and 1001
+    async for event in channel:  # ends on 1000 and 1001
         ...
     print(quote)
 
