@@ -247,6 +247,11 @@ async def test_typed_channel_and_subscription_sizes():
             client.subscribe(dict, subscribe=None, match={"a": 1}, max_queue=0)
         with pytest.raises(ValueError, match="gap_timeout"):
             client.subscribe(dict, subscribe=None, match={"a": 1}, gap_timeout=-1)
+        # A plain connection's subscriptions take the same options.
+        with pytest.raises(ValueError, match="max_queue"):
+            ws.subscribe(dict, subscribe=None, match={"a": 1}, max_queue=0)
+        with pytest.raises(TypeError, match="receive_type must be a type"):
+            ws.subscribe("dict", subscribe=None, match={"a": 1})
         await client.close()
         await ws.close()
 
