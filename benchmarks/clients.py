@@ -26,15 +26,21 @@ from .common import (
     MANUAL,
     MESSAGES_PER_CONNECTION,
     MIB,
+    MSGSPEC,
     OURS,
+    PICOWS,
+    PICOWS_FASTNET,
     RAW,
     SRC,
+    SUBSCRIPTION,
     SW11,
     TEXT,
+    TYPED_ONLY,
     import_simple_websocket,
     pin,
     sw11_version,
     typed_sample,
+    typed_struct,
 )
 
 SCENARIO_UNITS = {
@@ -42,6 +48,7 @@ SCENARIO_UNITS = {
     "pipelined": "messages/s",
     "mib": "MB/s",
     "connections": "connections/s",
+    "handshakes": "connections/s",
     "typed": "messages/s",
     "compressed": "messages/s",
 }
@@ -77,10 +84,22 @@ def _header(headers: Any, name: str) -> str:
     return "none"
 
 
-async def _ours(url: str, compress: bool) -> Client:
+async def _ours(url: str, compress: bool, reconnecting: bool = False) -> Client:
+    """Our client; ``reconnecting``: a reconnecting client (for subscriptions)."""
     sw = import_simple_websocket(SRC)
 
     async def open_() -> Conn:
+        if reconnecting:
+            client = await sw.AioClient.connect(
+                url,
+                compression=compress,
+                max_message_size=None,
+                reconnect=True,
+                ping_interval=None,
+            )
+            return Conn(
+                client.send, client.send, client.receive, client.close, TEXT, "none", client
+            )
         ws = await sw.AioClient.connect(url, compression=compress, max_message_size=None)
         return Conn(
             ws.send,
@@ -160,6 +179,82 @@ async def _aiohttp(url: str, compress: bool) -> Client:
         )
 
     return Client(open_, aiohttp.__version__, aiohttp.__file__, session.close)
+
+
+async def _picows(url: str, fastnet: bool) -> Client:
+    """picows behind the same awaitable ``send``/``recv`` interface as the others.
+
+    picows delivers frames to a listener callback; a benchmark task awaits each
+    message, so the listener queues data frames and wakes the waiting task (the
+    work ``receive()`` of the other libraries does). Text frames are decoded
+    (``get_payload_as_utf8_text``: UTF-8 validated) as the other clients do.
+    ``fastnet``: picows' default transport (aiofastnet, in C) instead of asyncio's.
+    """
+    import collections
+
+    import picows
+    from picows import WSCloseCode, WSListener, WSMsgType, ws_connect
+
+    text_type, binary_type, close_type = WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.CLOSE
+
+    class Listener(WSListener):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.messages: collections.deque[Any] = collections.deque()
+            self.waiter: asyncio.Future[None] | None = None
+            self.closed: str | None = None
+
+        def on_ws_frame(self, transport: Any, frame: Any) -> None:
+            kind = frame.msg_type
+            if kind is text_type:
+                self.messages.append(frame.get_payload_as_utf8_text())
+            elif kind is binary_type:
+                self.messages.append(frame.get_payload_as_bytes())
+            elif kind is close_type:
+                self.closed = f"closed by the peer: {frame.get_close_code()}"
+                transport.send_close(frame.get_close_code())
+                transport.disconnect()
+            else:
+                return
+            waiter = self.waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+        def on_ws_disconnected(self, transport: Any) -> None:
+            self.closed = self.closed or "disconnected"
+            waiter = self.waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    async def open_() -> Conn:
+        transport, listener = await ws_connect(
+            Listener, url, max_frame_size=1 << 30, use_aiofastnet=fastnet
+        )
+        loop = asyncio.get_running_loop()
+        messages = listener.messages
+        popleft = messages.popleft
+        send_frame = transport.send
+
+        async def send_text(data: str) -> None:
+            send_frame(text_type, data)
+
+        async def send_binary(data: bytes) -> None:
+            send_frame(binary_type, data)
+
+        async def recv() -> Any:
+            while not messages:
+                if listener.closed:
+                    raise RuntimeError(listener.closed)
+                listener.waiter = waiter = loop.create_future()
+                await waiter
+            return popleft()
+
+        async def close() -> None:
+            transport.send_close(WSCloseCode.OK)
+            await transport.wait_disconnected()
+
+        return Conn(send_text, send_binary, recv, close, TEXT, "none", transport)
+
+    return Client(open_, picows.__version__, picows.__file__)
 
 
 async def _raw_tcp(url: str) -> Client:
@@ -291,16 +386,51 @@ def _connections(client: Client, info: dict[str, Any]) -> Unit:
     return unit
 
 
-def _typed(conn: Conn, batch: int, manual: bool) -> Unit:
-    """Pipelined JSON messages, decoded into the model on reception."""
+def _handshakes(client: Client, info: dict[str, Any]) -> Unit:
+    """One connection at a time: open, one round trip of a 64-byte message, close."""
+
+    async def unit() -> int:
+        conn = await client.open()
+        info.setdefault("extensions", conn.extensions)
+        payload = conn.text
+        await conn.send_text(payload)
+        reply = await conn.recv()
+        if reply != payload:
+            raise RuntimeError(f"bad echo: {reply!r}")
+        await conn.close()
+        return 1
+
+    return unit
+
+
+def _typed(conn: Conn, batch: int, candidate: str) -> Unit:
+    """Pipelined JSON messages, decoded into the model on reception.
+
+    ``OURS``: ``ws.typed(Model)``; ``MANUAL``: ``receive()`` +
+    ``Model.model_validate_json``; ``MSGSPEC``: ``ws.typed(Struct,
+    codec=MsgspecCodec(Struct))``; ``SUBSCRIPTION``: iterating
+    ``client.subscribe(Model, match=...)`` on a reconnecting client.
+    """
     expected, text = typed_sample()
-    if manual:
+    if candidate == MANUAL:
         validate = type(expected).model_validate_json
         recv = conn.recv
 
         async def receive() -> Any:
             return validate(await recv())
 
+    elif candidate == MSGSPEC:
+        from simple_websocket.codecs import MsgspecCodec
+
+        struct = typed_struct()
+        codec = MsgspecCodec(struct)
+        expected = codec.decode(text)
+        receive = conn.raw.typed(struct, codec=codec).receive
+    elif candidate == SUBSCRIPTION:
+        subscription = conn.raw.subscribe(
+            type(expected), subscribe=None, match={"venue": expected.venue}
+        )
+        receive = subscription.__anext__
     else:
         receive = conn.raw.typed(type(expected)).receive
     return _pipelined(conn, batch, text, receive, expected)
@@ -326,19 +456,21 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
     candidate, scenario = args.worker
     compress = scenario == "compressed"
     if (
-        (scenario == "typed" and candidate not in (OURS, MANUAL))
-        or (candidate == MANUAL and scenario != "typed")
+        (scenario == "typed" and candidate not in (OURS, *TYPED_ONLY))
+        or (candidate in TYPED_ONLY and scenario != "typed")
         or (compress and candidate not in (OURS, "websockets", "aiohttp"))
     ):
         raise ValueError(f"{candidate} does not run the {scenario} scenario")
-    if candidate in (OURS, MANUAL):
-        client = await _ours(args.url, compress)
+    if candidate in (OURS, *TYPED_ONLY):
+        client = await _ours(args.url, compress, reconnecting=candidate == SUBSCRIPTION)
     elif candidate == SW11:
         client = await _sw11(args.url, args.sw11_dir)
     elif candidate == "websockets":
         client = await _websockets(args.url, compress)
     elif candidate == "aiohttp":
         client = await _aiohttp(args.url, compress)
+    elif candidate in (PICOWS, PICOWS_FASTNET):
+        client = await _picows(args.url, fastnet=candidate == PICOWS_FASTNET)
     elif candidate == RAW:
         client = await _raw_tcp(args.url)
     else:
@@ -349,6 +481,8 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
     try:
         if scenario == "connections":
             unit = _connections(client, result)
+        elif scenario == "handshakes":
+            unit = _handshakes(client, result)
         else:
             conn = await client.open()
             result["extensions"] = conn.extensions
@@ -359,7 +493,7 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
             elif scenario == "mib":
                 unit = _mib(conn)
             elif scenario == "typed":
-                unit = _typed(conn, args.pipelined_batch, manual=candidate == MANUAL)
+                unit = _typed(conn, args.pipelined_batch, candidate)
             elif scenario == "compressed":
                 if conn.extensions == "none":
                     raise RuntimeError("permessage-deflate was not negotiated")

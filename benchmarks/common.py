@@ -32,6 +32,16 @@ OURS = "simple_websocket"
 MANUAL = "pydantic-manual"
 SW11 = "simple-websocket-1.1.0"
 RAW = "raw-tcp"
+#: picows on asyncio's own transports, like every other candidate.
+PICOWS = "picows"
+#: picows with its default transport: aiofastnet (a transport layer written in C).
+PICOWS_FASTNET = "picows-aiofastnet"
+#: Typed scenario only: ours, decoding with ``ws.typed(Struct, codec=MsgspecCodec(Struct))``.
+MSGSPEC = "msgspec-codec"
+#: Typed scenario only, client role: ours, ``client.subscribe(Model, ...)`` iteration.
+SUBSCRIPTION = "subscription"
+#: Candidates that are ours with another way of decoding (typed scenario only).
+TYPED_ONLY = (MANUAL, MSGSPEC, SUBSCRIPTION)
 
 #: The 64-byte message of the latency, pipelined and connections scenarios (ASCII).
 TEXT = "0123456789abcdef" * 4
@@ -78,6 +88,27 @@ def typed_model() -> Any:
         tags: list[str]
 
     return Trade
+
+
+@cache
+def typed_struct() -> Any:
+    """The typed scenario's model as a ``msgspec.Struct`` (imported on first use)."""
+    from typing import Literal
+
+    import msgspec
+
+    # defstruct: this module's annotations are strings, which msgspec would have to
+    # resolve in the module's namespace.
+    fields = [
+        ("id", int),
+        ("symbol", str),
+        ("side", Literal["buy", "sell"]),
+        ("price", float),
+        ("quantity", int),
+        ("venue", str),
+        ("tags", list[str]),
+    ]
+    return msgspec.defstruct("Trade", fields)
 
 
 @cache

@@ -55,6 +55,7 @@ SCENARIO_UNITS = {
     "pipelined": "messages/s",
     "mib": "MB/s",
     "connections": "connections/s",
+    "handshakes": "connections/s",
     "typed": "messages/s",
     "compressed": "messages/s",
 }
@@ -389,6 +390,24 @@ def _connections(port: int, raw: bool) -> Unit:
     return unit
 
 
+def _handshakes(port: int, raw: bool) -> Unit:
+    """One connection at a time: open (handshake), one round trip, close."""
+    payload = TEXT.encode()
+    frame = _record(payload) if raw else client_frame(0x1, payload)
+
+    async def unit() -> int:
+        conn = await connect(port, raw)
+        conn.payload = payload
+        assert conn.transport is not None
+        waiter = conn.expect(1)
+        conn.transport.write(frame)
+        await waiter
+        await conn.close()
+        return 1
+
+    return unit
+
+
 async def run_for(unit: Unit, seconds: float, server_cpu: Callable[[], float]) -> dict[str, float]:
     items = units = 0
     server0 = server_cpu()
@@ -418,6 +437,8 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     conn: LoadConnection | None = None
     if scenario == "connections":
         unit = _connections(port, raw)
+    elif scenario == "handshakes":
+        unit = _handshakes(port, raw)
     else:
         conn = await connect(port, raw, deflate=scenario == "compressed")
         text = TEXT.encode()

@@ -46,14 +46,19 @@ from .common import (
     MANUAL,
     MESSAGES_PER_CONNECTION,
     MIB,
+    MSGSPEC,
     OURS,
+    PICOWS,
+    PICOWS_FASTNET,
     QUICK,
     RAW,
     REPO,
+    SUBSCRIPTION,
     SW11,
     SW11_DIR,
     SW11_REQUIREMENT,
     TEXT,
+    TYPED_ONLY,
     Settings,
     typed_sample,
 )
@@ -64,8 +69,12 @@ CANDIDATES: dict[str, str] = {
     "websockets": "websockets",
     "aiohttp": "aiohttp",
     SW11: "simple-websocket 1.1.0",
+    PICOWS: "picows",
+    PICOWS_FASTNET: "picows + aiofastnet",
     RAW: "raw TCP echo (limit)",
     MANUAL: "manual: receive() + model_validate_json",
+    MSGSPEC: "ours: typed() + MsgspecCodec",
+    SUBSCRIPTION: "ours: client.subscribe(Model)",
 }
 SCENARIOS: dict[str, str] = {
     # id -> unit
@@ -73,6 +82,7 @@ SCENARIOS: dict[str, str] = {
     "pipelined": "messages/s",
     "mib": "MB/s",
     "connections": "connections/s",
+    "handshakes": "connections/s",
     "typed": "messages/s",
     "compressed": "messages/s",
 }
@@ -86,6 +96,7 @@ CPU_COST: dict[str, tuple[str, float]] = {
     "pipelined": ("us/message", 1e6),
     "mib": ("ms/MiB", 1e3 * (1 << 20)),
     "connections": ("us/connection", 1e6),
+    "handshakes": ("us/connection", 1e6),
     "typed": ("us/message", 1e6),
     "compressed": ("us/message", 1e6),
 }
@@ -98,16 +109,24 @@ COMPRESSION: dict[str, dict[str, str]] = {
             "not configurable; its client sends no permessage-deflate offer "
             "(its server side always accepts one)"
         ),
+        PICOWS: "not implemented (none offered)",
+        PICOWS_FASTNET: "not implemented (none offered)",
         RAW: "n/a (no WebSocket framing)",
         MANUAL: "as ours",
+        MSGSPEC: "as ours",
+        SUBSCRIPTION: "as ours",
     },
     "server": {
         OURS: "off: serve(handler, compression=False)",
         "websockets": "off: serve(handler, compression=None)",
         "aiohttp": "off: WebSocketResponse(compress=False)",
         SW11: "accepts permessage-deflate; the load generator only offers it in compressed",
+        PICOWS: "not implemented (offers ignored)",
+        PICOWS_FASTNET: "not implemented (offers ignored)",
         RAW: "n/a (no WebSocket framing)",
         MANUAL: "as ours",
+        MSGSPEC: "as ours",
+        SUBSCRIPTION: "as ours",
     },
 }
 
@@ -132,15 +151,18 @@ def runs(candidate: str, scenario: str, role: str = "client") -> bool:
     """Whether ``candidate`` takes part in ``scenario`` in ``role``.
 
     The typed scenario compares our typed channel with our own connection plus a
-    hand-written pydantic call; the other libraries have no typed channel. The
-    compressed scenario runs with the candidates that can negotiate
-    permessage-deflate in that role.
+    hand-written pydantic call, the msgspec codec and (client role) a
+    subscription; the other libraries have no typed channel. The compressed
+    scenario runs with the candidates that can negotiate permessage-deflate in
+    that role.
     """
     if scenario == "typed":
-        return candidate in (OURS, MANUAL)
+        return candidate in (OURS, MANUAL, MSGSPEC) or (
+            candidate == SUBSCRIPTION and role == "client"
+        )
     if scenario == "compressed":
         return candidate in COMPRESSING[role]
-    return candidate != MANUAL
+    return candidate not in TYPED_ONLY
 
 
 # ---------------------------------------------------------------------------------
@@ -628,6 +650,7 @@ def _markdown(report: dict[str, Any]) -> str:
         f"pipelined = {meta['pipelined_batch']} such messages in flight; mib = one 1 MiB "
         f"binary message at a time; connections = {meta['connections']} connections "
         f"opened at once, {meta['messages_per_connection']} round trips each, closed; "
+        "handshakes = one connection at a time: open, one round trip, close; "
         f"typed = pipelined {meta['typed_bytes']}-byte JSON messages decoded into a "
         "pydantic model; compressed = the same JSON messages pipelined as text with "
         "permessage-deflate negotiated (client role: against a second peer server "
@@ -764,7 +787,7 @@ def harness_main(args: argparse.Namespace) -> int:
                             continue
                         profile = None
                         if profile_dir is not None:
-                            if cand not in (OURS, MANUAL):
+                            if cand not in (OURS, *TYPED_ONLY):
                                 continue
                             profile = profile_dir / f"{role}-{scen}-{cand}-r{rnd + 1}.pstats"
                         if cand in broken:

@@ -42,7 +42,10 @@ from typing import Any
 from .common import (
     BACKLOG,
     MANUAL,
+    MSGSPEC,
     OURS,
+    PICOWS,
+    PICOWS_FASTNET,
     RAW,
     SRC,
     SW11,
@@ -51,6 +54,7 @@ from .common import (
     pin,
     sw11_version,
     typed_model,
+    typed_struct,
 )
 
 Stop = Callable[[], Awaitable[None]]
@@ -101,7 +105,7 @@ def _listen() -> socket.socket:
     return sock
 
 
-async def _ours(sock: socket.socket, scenario: str, manual: bool) -> tuple[Stop, str, str]:
+async def _ours(sock: socket.socket, scenario: str, candidate: str) -> tuple[Stop, str, str]:
     sw = import_simple_websocket(SRC)
 
     async def echo(ws: Any) -> None:
@@ -117,9 +121,17 @@ async def _ours(sock: socket.socket, scenario: str, manual: bool) -> tuple[Stop,
         async for message in ws:
             await ws.send(validate(message).model_dump_json())
 
+    async def msgspec_echo(ws: Any) -> None:
+        from simple_websocket.codecs import MsgspecCodec
+
+        struct = typed_struct()
+        channel = ws.typed(struct, codec=MsgspecCodec(struct))
+        async for obj in channel:
+            await channel.send(obj)
+
     handler = echo
     if scenario == "typed":
-        handler = manual_echo if manual else typed_echo
+        handler = {OURS: typed_echo, MANUAL: manual_echo, MSGSPEC: msgspec_echo}[candidate]
     compress = scenario == "compressed"
     server = sw.serve(handler, sock=sock, compression=compress, max_message_size=None)
     await server.start()
@@ -208,6 +220,44 @@ async def _sw11(sock: socket.socket, sw11_dir: Path) -> tuple[Stop, str, str]:
     return await _aiohttp_app(sock, echo), sw11_version(sw11_dir), sw.__file__
 
 
+async def _picows(sock: socket.socket, fastnet: bool) -> tuple[Stop, str, str]:
+    """A picows echo server: each data frame is echoed from the listener callback.
+
+    picows has no awaitable receive; its listener is its API, so the echo happens
+    in the callback (no task). Text is decoded (UTF-8 validated) and sent back as
+    text, as the other servers do; a close frame is answered and TCP closed.
+    """
+    import picows
+    from picows import WSListener, WSMsgType, ws_create_server
+
+    text_type, binary_type, close_type = WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.CLOSE
+
+    class Echo(WSListener):  # type: ignore[misc]
+        def on_ws_frame(self, transport: Any, frame: Any) -> None:
+            kind = frame.msg_type
+            if kind is text_type:
+                transport.send(text_type, frame.get_payload_as_utf8_text())
+            elif kind is binary_type:
+                transport.send(binary_type, frame.get_payload_as_memoryview())
+            elif kind is close_type:
+                transport.send_close(frame.get_close_code())
+                transport.disconnect()
+
+    server = await ws_create_server(
+        lambda request: Echo(),
+        sock=sock,
+        max_frame_size=1 << 30,
+        use_aiofastnet=fastnet,
+        backlog=BACKLOG,
+    )
+
+    async def stop() -> None:
+        server.close()
+        await server.wait_closed()
+
+    return stop, picows.__version__, picows.__file__
+
+
 async def _raw(sock: socket.socket) -> tuple[Stop, str, str]:
     import platform
 
@@ -242,14 +292,16 @@ async def _main(args: argparse.Namespace) -> None:
     sock = _listen()
     port = sock.getsockname()[1]
     candidate, scenario = args.candidate, args.scenario
-    if candidate in (OURS, MANUAL):
-        stop, version, module = await _ours(sock, scenario, manual=candidate == MANUAL)
+    if candidate in (OURS, MANUAL, MSGSPEC):
+        stop, version, module = await _ours(sock, scenario, candidate)
     elif candidate == "websockets":
         stop, version, module = await _websockets(sock, scenario == "compressed")
     elif candidate == "aiohttp":
         stop, version, module = await _aiohttp(sock, scenario == "compressed")
     elif candidate == SW11:
         stop, version, module = await _sw11(sock, args.sw11_dir)
+    elif candidate in (PICOWS, PICOWS_FASTNET):
+        stop, version, module = await _picows(sock, fastnet=candidate == PICOWS_FASTNET)
     elif candidate == RAW:
         stop, version, module = await _raw(sock)
     else:
