@@ -477,3 +477,23 @@ async def test_concurrent_receivers_get_each_message_once(scripted, mode):
         ticks = await asyncio.wait_for(asyncio.gather(*receivers), 5)
         assert sorted(tick.price for tick in ticks) == list(range(30))
         assert await channel.receive(timeout=0.01) is None
+
+
+async def test_msgspec_codec_over_a_real_connection(scripted):
+    import msgspec
+
+    from simple_websocket.codecs import MsgspecCodec
+
+    class MTick(msgspec.Struct):
+        type: str
+        price: float
+
+    scripted["script"] = ['{"type": "tick", "price": "x"}', '{"type": "tick", "price": 1.5}']
+    async with AioClient.connect(scripted["url"]) as ws:
+        channel = ws.typed(MTick, codec=MsgspecCodec(MTick))
+        with pytest.raises(DecodeError):
+            await channel.receive(timeout=5)
+        assert await channel.receive(timeout=5) == MTick("tick", 1.5)
+        await channel.send(MTick("tick", 2.0))
+        sent = await asyncio.wait_for(scripted["received"].get(), 5)
+        assert sent == '{"type":"tick","price":2.0}'

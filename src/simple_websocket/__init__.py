@@ -38,7 +38,7 @@ from .ws import Client, Server
 
 if TYPE_CHECKING:  # pragma: no cover
     from .channels import TypedChannel
-    from .codecs import Codec, JsonCodec, PydanticCodec
+    from .codecs import Codec, JsonCodec, MsgspecCodec, PydanticCodec
     from .reconnect import Backoff, ReconnectingClient
     from .subscriptions import Subscription
 
@@ -48,6 +48,7 @@ _LAZY = {
     "TypedChannel": "channels",
     "Codec": "codecs",
     "JsonCodec": "codecs",
+    "MsgspecCodec": "codecs",
     "PydanticCodec": "codecs",
     "Subscription": "subscriptions",
 }
@@ -88,6 +89,7 @@ __all__ = [  # noqa: RUF022
     "HTTPResponse",
     "IdleTimeout",
     "JsonCodec",
+    "MsgspecCodec",
     "OpenTimeout",
     "OutboxFull",
     "ProxyError",

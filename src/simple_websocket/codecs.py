@@ -5,7 +5,9 @@ A codec has two methods: ``encode(obj) -> str | bytes`` and ``decode(data) -> ob
 pair); :class:`PydanticCodec` validates against any type a ``pydantic.TypeAdapter``
 accepts (models, dataclasses, TypedDicts, ``Annotated`` discriminated unions, lists
 of those), decoding straight from the frame's ``str``/``bytes`` with
-``validate_json`` (no intermediate ``dict``).
+``validate_json`` (no intermediate ``dict``). :class:`MsgspecCodec` does the same
+with msgspec (an optional extra, ``simple-websocket[msgspec]``) for ``msgspec.Struct``
+types and the other types msgspec decodes, several times faster than pydantic.
 
 Decoding failures raise :class:`~simple_websocket.errors.DecodeError` carrying the
 raw message; encoding failures raise :class:`~simple_websocket.errors.EncodeError`
@@ -24,7 +26,10 @@ from typing_extensions import TypeVar, is_typeddict
 
 from .errors import DecodeError, EncodeError
 
-__all__ = ["Codec", "JsonCodec", "PydanticCodec"]
+__all__ = ["MSGSPEC_EXTRA", "Codec", "JsonCodec", "MsgspecCodec", "PydanticCodec"]
+
+#: How to install what :class:`MsgspecCodec` needs (named by its ``ImportError``).
+MSGSPEC_EXTRA = 'pip install "simple-websocket[msgspec]"'
 
 T = TypeVar("T")
 #: What a codec decodes to; a bare ``Codec`` is a ``Codec[Any]``.
@@ -200,3 +205,99 @@ class PydanticCodec(Generic[T]):
         except ValidationError as exc:
             raise DecodeError(data, exc) from exc
         return value
+
+
+def _import_msgspec() -> Any:
+    """The ``msgspec`` module, or an ``ImportError`` naming the extra to install."""
+    try:
+        import msgspec
+    except ImportError as exc:
+        raise ImportError(f"MsgspecCodec needs msgspec: {MSGSPEC_EXTRA}") from exc
+    return msgspec
+
+
+class MsgspecCodec(Generic[T]):
+    """JSON decoded, validated and encoded by msgspec for one type.
+
+    ``MsgspecCodec(Tick)`` is a ``MsgspecCodec[Tick]`` to type checkers, like
+    :class:`PydanticCodec`; ``type_`` is anything ``msgspec.json.Decoder`` accepts
+    (a ``msgspec.Struct``, a dataclass, a ``TypedDict``, a union of tagged
+    structs, ``list[X]``...). Decoding goes straight from the frame's ``str`` or
+    ``bytes`` to the object, in one call. Use it with a typed channel:
+    ``ws.typed(Tick, codec=MsgspecCodec(Tick))``.
+
+    msgspec is an optional dependency: ``pip install "simple-websocket[msgspec]"``.
+
+    Args:
+        type_: The type of decoded messages (``Any``: plain JSON values).
+        binary: Send binary frames (UTF-8 JSON) instead of text frames.
+        strict: msgspec's strict mode (the default): no conversion of strings to
+            numbers and the like. ``False`` allows those conversions.
+
+    Raises:
+        ImportError: msgspec is not installed (the message names the extra).
+        TypeError: msgspec cannot decode into ``type_``.
+    """
+
+    @overload
+    def __init__(
+        self: MsgspecCodec[T], type_: type[T], *, binary: bool = False, strict: bool = True
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: MsgspecCodec[Any], type_: object = Any, *, binary: bool = False, strict: bool = True
+    ) -> None: ...
+
+    def __init__(self, type_: Any = Any, *, binary: bool = False, strict: bool = True) -> None:
+        msgspec = _import_msgspec()
+        self.type = type_
+        self.binary = binary
+        self.strict = strict
+        self._decode: Callable[[str | bytes], T] = msgspec.json.Decoder(
+            type_, strict=strict
+        ).decode
+        self._encode: Callable[[Any], bytes] = msgspec.json.Encoder().encode
+        self._decode_error: type[Exception] = msgspec.DecodeError
+        self._encode_errors: tuple[type[Exception], ...] = (
+            msgspec.EncodeError,
+            TypeError,
+            ValueError,
+            OverflowError,
+        )
+        # As PydanticCodec: only instances of the type are sent, when it is a class.
+        self._instance_of: type | None = (
+            type_
+            if isinstance(type_, type) and type_ is not Any and not is_typeddict(type_)
+            else None
+        )
+
+    def encode(self, obj: object) -> str | bytes:
+        """Serialise ``obj``, which must be an instance of the codec's type.
+
+        Raises:
+            EncodeError: ``obj`` does not match the type or msgspec cannot encode
+                it (nothing is sent).
+        """
+        if self._instance_of is not None and not isinstance(obj, self._instance_of):
+            raise EncodeError(
+                obj, TypeError(f"expected {self._instance_of.__name__}, got {type(obj).__name__}")
+            )
+        try:
+            data = self._encode(obj)
+        except self._encode_errors as exc:
+            raise EncodeError(obj, exc) from exc
+        return data if self.binary else data.decode("utf-8")
+
+    def decode(self, data: str | bytes) -> T:
+        """Decode and validate a JSON message into the codec's type.
+
+        Raises:
+            DecodeError: The message is not JSON or does not match the type;
+                ``error`` is msgspec's ``DecodeError`` (a ``ValidationError`` for
+                a mismatch).
+        """
+        try:
+            return self._decode(data)
+        except self._decode_error as exc:
+            raise DecodeError(data, exc) from exc
