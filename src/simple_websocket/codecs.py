@@ -254,9 +254,7 @@ class MsgspecCodec(Generic[T]):
         self.type = type_
         self.binary = binary
         self.strict = strict
-        self._decode: Callable[[str | bytes], T] = msgspec.json.Decoder(
-            type_, strict=strict
-        ).decode
+        self._decode: Callable[[str | bytes], T] = msgspec.json.Decoder(type_, strict=strict).decode
         self._encode: Callable[[Any], bytes] = msgspec.json.Encoder().encode
         self._decode_error: type[Exception] = msgspec.DecodeError
         self._encode_errors: tuple[type[Exception], ...] = (

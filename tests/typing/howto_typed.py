@@ -72,4 +72,3 @@ async def codecs(ws: AioClient) -> None:
     await channel.close()
     values = ws.typed(None, codec=JsonCodec())
     print(await values.request({"op": "ping"}, timeout=5))
-
