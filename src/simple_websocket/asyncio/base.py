@@ -74,10 +74,34 @@ class BaseConnection:
             adapter or a logger's name), by default the ``simple_websocket`` logger.
     """
 
+    # Attributes in slots: a connection's instance dictionary only holds what
+    # subclasses (and applications) add. ``__weakref__``: connections may be
+    # weakly referenced.
+    __slots__ = (
+        "__weakref__",
+        "_idle_close",
+        "_inbox",
+        "_loop",
+        "_max_inflated_size",
+        "_router",
+        "_waiters",
+        "close_message",
+        "close_reason",
+        "close_timeout",
+        "connected",
+        "logger",
+        "max_message_size",
+        "max_queue",
+        "ping_interval",
+        "ping_timeout",
+        "receive_bytes",
+        "subprotocol",
+    )
+
     #: The event loop the connection runs on, once known.
-    _loop: asyncio.AbstractEventLoop | None = None
+    _loop: asyncio.AbstractEventLoop | None
     #: Routes the messages to subscriptions, once ``subscribe()`` was called.
-    _router: Router | None = None
+    _router: Router | None
 
     def __init__(
         self,
@@ -112,6 +136,10 @@ class BaseConnection:
         self.close_reason: int = CloseCode.NO_STATUS_RCVD
         self.close_message: str | None = None
         self._waiters: list[asyncio.Future[Any]] = []
+        self._loop = None
+        self._router = None
+        # The task closing the connection after a subscription's idle timeout.
+        self._idle_close: asyncio.Task[None] | None = None
 
     # -- to be provided by subclasses ---------------------------------------------
 

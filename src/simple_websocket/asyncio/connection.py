@@ -80,6 +80,24 @@ class Connection(BaseConnection):
     wakes tasks.
     """
 
+    __slots__ = (
+        "_blocked_hook",
+        "_burst",
+        "_coalesced",
+        "_drain_waiters",
+        "_flush_scheduled",
+        "_gone",
+        "_lost_waiters",
+        "_pong_task",
+        "_pong_waiters",
+        "_send_queue",
+        "_session",
+        "_timer",
+        "_transport",
+        "_writable_hook",
+        "_write_paused",
+    )
+
     _client = False
 
     def __init__(self, **options: Any) -> None:
@@ -87,20 +105,25 @@ class Connection(BaseConnection):
         self._session: Session | None = None
         self._transport: asyncio.Transport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._lost: asyncio.Future[None] | None = None
+        # The transport is gone (connection_lost was called), and the close() and
+        # wait_closed() calls waiting for that (a list once one waits).
+        self._gone = False
+        self._lost_waiters: list[asyncio.Future[None]] | None = None
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
-        # send() calls waiting for their turn to write, oldest first.
-        self._send_queue: deque[asyncio.Future[None]] = deque()
+        # send() calls waiting for their turn to write, oldest first (created when
+        # the first one has to wait: most connections never need it).
+        self._send_queue: deque[asyncio.Future[None]] | None = None
         # The one timer: the session's next deadline.
         self._timer: asyncio.TimerHandle | None = None
         # ping() calls waiting for a pong (woken by every pong and by the end).
         self._pong_waiters: list[asyncio.Future[None]] = []
         # Writes the pong held back while the write buffer was full (see above).
         self._pong_task: asyncio.Task[None] | None = None
-        # Replaced by adapters whose transport belongs to someone else (aiohttp).
-        self._write_blocked: Callable[[], bool] = lambda: self._write_paused
-        self._wait_writable: Callable[[], Awaitable[None]] = self._drain
+        # Set by adapters whose transport belongs to someone else (aiohttp): whether
+        # writing is blocked, and waiting until it is not (see _write_blocked).
+        self._blocked_hook: Callable[[], bool] | None = None
+        self._writable_hook: Callable[[], Awaitable[None]] | None = None
         # Write coalescing (see the module docstring): a frame went out in the
         # current burst; the frames that followed it, not written yet.
         self._burst = False
@@ -124,7 +147,6 @@ class Connection(BaseConnection):
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._transport = transport
-        self._lost = loop.create_future()
         proto = Protocol(
             self._client,
             extensions,
@@ -173,7 +195,8 @@ class Connection(BaseConnection):
         if data:
             # New bytes from the network: the next frame written starts a new burst.
             self._burst = False
-        flags = session.feed(data, self._write_blocked())
+        hook = self._blocked_hook
+        flags = session.feed(data, self._write_paused if hook is None else hook())
         if flags == MESSAGES:
             self._wake_receivers()
         elif flags:
@@ -216,7 +239,7 @@ class Connection(BaseConnection):
         """Call the session's ``tick`` at its next deadline (and only then)."""
         session = self._session
         loop = self._loop
-        if session is None or loop is None or (self._lost is not None and self._lost.done()):
+        if session is None or loop is None or self._gone:
             return
         when = session.deadline()
         timer = self._timer
@@ -274,8 +297,22 @@ class Connection(BaseConnection):
         for waiter in self._drain_waiters:
             _wake(waiter)
         self._drain_waiters.clear()
-        if self._lost is not None:
-            _wake(self._lost)
+        self._gone = True
+        waiters = self._lost_waiters
+        if waiters:
+            self._lost_waiters = None
+            for waiter in waiters:
+                _wake(waiter)
+
+    def _write_blocked(self) -> bool:
+        """Whether writing must wait (the peer does not read what we write)."""
+        hook = self._blocked_hook
+        return self._write_paused if hook is None else hook()
+
+    async def _wait_writable(self) -> None:
+        """Wait until :meth:`_write_blocked` may have become false."""
+        hook = self._writable_hook
+        await (self._drain() if hook is None else hook())
 
     def _pause_writing(self) -> None:
         self._write_paused = True
@@ -393,17 +430,21 @@ class Connection(BaseConnection):
         if session is None or session.protocol.state is not _OPEN or self._inbox.close_called:
             raise self._send_closed_error()
         proto = session.protocol
-        if self._send_queue or self._write_blocked():
+        hook = self._blocked_hook
+        if self._send_queue or (self._write_paused if hook is None else hook()):
             await self._wait_send_turn()
             if proto.state is not _OPEN:
                 raise self._send_closed_error()
-        if not isinstance(data, (str, bytes, bytearray, memoryview)):
-            data = str(data)
-        if type(data) is not str and len(data) >= _LARGE_FRAME:
-            self._write_chunks(proto.send_chunks(data))
-        else:
+        if type(data) is str:
             self._write(proto.send_frame(data))
-        if self._write_blocked():
+        else:
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                data = str(data)
+            if type(data) is not str and len(data) >= _LARGE_FRAME:
+                self._write_chunks(proto.send_chunks(data))
+            else:
+                self._write(proto.send_frame(data))
+        if self._write_paused if hook is None else hook():
             await self._wait_writable()
 
     async def _wait_send_turn(self) -> None:
@@ -413,6 +454,8 @@ class Connection(BaseConnection):
         writing resumes cannot overtake those that were already waiting.
         """
         queue = self._send_queue
+        if queue is None:
+            queue = self._send_queue = deque()
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         queue.append(turn)
         try:
@@ -478,7 +521,7 @@ class Connection(BaseConnection):
         code = check_close_code(reason)
         self.connected = False
         session = self._session
-        if session is None or self._lost is None:
+        if session is None:
             self._inbox.close_requested()
             return
         flags = session.close(code, message)
@@ -488,13 +531,29 @@ class Connection(BaseConnection):
             self._inbox.resumed = False
             self._resume_reading()
         self._arm_timer()
-        if not self._lost.done():
-            await asyncio.shield(self._lost)
+        if not self._gone:
+            await self._wait_lost()
 
     async def wait_closed(self) -> None:
         """Wait until the transport is closed, without starting a close."""
-        if self._lost is not None:
-            await asyncio.shield(self._lost)
+        if self._session is not None and not self._gone:
+            await self._wait_lost()
+
+    async def _wait_lost(self) -> None:
+        """Wait until the transport is gone (cancelling the wait changes nothing else)."""
+        loop = self._loop
+        assert loop is not None
+        waiter: asyncio.Future[None] = loop.create_future()
+        waiters = self._lost_waiters
+        if waiters is None:
+            waiters = self._lost_waiters = []
+        waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if waiter.cancelled() and self._lost_waiters is not None:
+                with contextlib.suppress(ValueError):
+                    self._lost_waiters.remove(waiter)
 
 
 class _ReadBuffer(threading.local):
@@ -581,6 +640,9 @@ class StreamProtocol(asyncio.BufferedProtocol):
         self.conn = conn
         # Skip one indirection per read on the hot path.
         self.data_received = conn._data_received  # type: ignore[method-assign]
+        # The handshake's callbacks (and what they hold) are not needed any more.
+        self.on_handshake_data = None
+        self.on_handshake_lost = None
 
     def data_received(self, data: bytes) -> None:
         """Pass bytes to the handshake, or to the connection once attached."""

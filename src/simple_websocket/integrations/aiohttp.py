@@ -145,8 +145,8 @@ async def accept_aiohttp(conn: ServerConnection, request: web.Request) -> None:
         with contextlib.suppress(ConnectionError):
             await writer.drain()
 
-    conn._write_blocked = blocked
-    conn._wait_writable = drain
+    conn._blocked_hook = blocked
+    conn._writable_hook = drain
     _guard_response(conn, request)
     handler.set_parser(_Feeder(conn))  # type: ignore[arg-type]
     # set_parser() hands over what aiohttp buffered, which can fill the message

@@ -103,6 +103,43 @@ class Protocol:
             same.
     """
 
+    # One per connection: no instance dictionary (about 1.5 KiB less per connection).
+    __slots__ = (
+        "_announced",
+        "_clock",
+        "_compressed",
+        "_deflate_rsv",
+        "_extensions",
+        "_fast_deflate",
+        "_held_pong",
+        "_inflate_limit",
+        "_key_pos",
+        "_keys",
+        "_out",
+        "_partial",
+        "_ping_counter",
+        "_pings",
+        "_pongs",
+        "_rbuf",
+        "_ref",
+        "_rpos",
+        "_stalled",
+        "client",
+        "close_code",
+        "close_reason",
+        "close_received",
+        "close_sent",
+        "defer_pongs",
+        "failed",
+        "fast_path",
+        "latency",
+        "max_message_size",
+        "output_ready",
+        "pong_held",
+        "pongs_received",
+        "state",
+    )
+
     def __init__(
         self,
         client: bool,
