@@ -144,6 +144,19 @@ async def finish_close_as_peer(ws: Any, peer: RawPeer, role: str) -> None:
 
 
 @pytest.mark.timeout(5)
+async def test_a_str_subclass_is_sent_as_its_text(role: str) -> None:
+    class Tagged(str):
+        def __str__(self) -> str:
+            return "not this"
+
+    async with pair(role) as (ws, peer):
+        await ws.send(Tagged("the text"))
+        await ws.send(42)  # anything else is sent as str(data)
+        assert (await peer.recv_frame()).payload == b"the text"
+        assert (await peer.recv_frame()).payload == b"42"
+
+
+@pytest.mark.timeout(5)
 async def test_send_types_map_to_opcodes(role: str) -> None:
     async with pair(role) as (ws, peer):
         await ws.send("héllo")
@@ -398,6 +411,102 @@ async def test_close_when_peer_already_closed(role: str) -> None:
         async with asyncio.timeout(10 * T):
             await ws.close(1001)
         assert (ws.close_reason, ws.close_message) == (1000, "bye")
+
+
+@pytest.mark.timeout(5)
+async def test_cancelled_close_leaves_the_others_waiting(role: str) -> None:
+    async with pair(role, close_timeout=NEVER) as (ws, peer):
+        first = asyncio.create_task(ws.close())
+        second = asyncio.create_task(ws.close())
+        third = asyncio.create_task(ws.wait_closed())
+        await peer.expect_close()
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        assert not second.done() and not third.done()
+        await peer.send_close(1000)
+        if role == "client":
+            peer.close_tcp()
+        async with asyncio.timeout(10 * T):
+            await asyncio.gather(second, third)
+        assert ws.close_reason == 1000
+
+
+@pytest.mark.timeout(5)
+async def test_the_server_handler_sees_tcp_closed_after_the_close_handshake() -> None:
+    """A close frame from the client: our server answers it and closes TCP before
+    it wakes the handler, so the handler's close() has nothing left to wait for."""
+    seen: asyncio.Queue[tuple[bool, int]] = asyncio.Queue()
+
+    async def handler(ws: Any) -> None:
+        async for _ in ws:
+            pass
+        await ws.close()
+        seen.put_nowait((ws.transport.is_closing(), ws.close_reason))
+
+    async with simple_websocket.serve(handler, close_timeout=NEVER) as server:
+        peer = await rawpeer.connect(server.port)
+        try:
+            await peer.send_close(1000)
+            frame = await peer.expect_close()
+            assert frame.close_code == 1000
+            await peer.expect_eof()
+            async with asyncio.timeout(10 * T):
+                assert await seen.get() == (True, 1000)
+            await wait_for_condition(lambda: not server._handlers)
+            assert not server.connections
+        finally:
+            peer.abort()
+
+
+@pytest.mark.timeout(5)
+async def test_iteration_goes_through_a_receive_of_a_subclass() -> None:
+    received: list[Any] = []
+
+    class Logging(simple_websocket.AioServer):
+        async def receive(self, timeout: float | None = None) -> Any:
+            message = await super().receive(timeout)
+            received.append(message)
+            return message
+
+    got: asyncio.Queue[list[Any]] = asyncio.Queue()
+
+    async def handler(ws: Any) -> None:
+        got.put_nowait([m async for m in ws])
+
+    async with simple_websocket.serve(handler, server_class=Logging) as server:
+        peer = await rawpeer.connect(server.port)
+        try:
+            await peer.send_text("one")
+            await peer.send_text("two")
+            await peer.send_close(1000)
+            async with asyncio.timeout(10 * T):
+                assert await got.get() == ["one", "two"]
+            assert received == ["one", "two"]
+        finally:
+            peer.abort()
+
+
+def test_connections_keep_the_engine_state_out_of_the_instance_dict() -> None:
+    """Slots: a connection's dictionary only holds what its class adds."""
+    from simple_websocket.sansio.protocol import Protocol
+
+    assert not hasattr(Protocol(True), "__dict__")
+    client = AioClient("ws://127.0.0.1:1/")
+    assert set(vars(client)) <= {
+        "_url",
+        "url",
+        "ssl_context",
+        "is_secure",
+        "host",
+        "port",
+        "path",
+        "subprotocols",
+        "extra_headers",
+        "response_headers",
+    }
+    client.anything = 1  # applications may still add attributes (1.1 allowed it)
+    assert client._send_queue is None  # made when a send() first has to wait
 
 
 @pytest.mark.timeout(5)

@@ -815,3 +815,15 @@ def test_client_request_user_agent_and_origin():
     assert request.lower().count("user-agent") == 1 and "user-agent: mine/1" in request
     with pytest.raises(ValueError, match="User-Agent is given twice"):
         ClientHandshake(parse_url("ws://h/"), (), [("User-Agent", "a")], user_agent="b")
+
+
+def test_parse_url_remembers_valid_urls_and_checks_every_call():
+    from simple_websocket.sansio.handshake import parse_url
+
+    first = parse_url("ws://example.com:8080/feed?x=1")
+    assert parse_url("ws://example.com:8080/feed?x=1") is first  # parsed once
+    for _ in range(2):  # errors are not remembered: each call raises
+        with pytest.raises(ValueError, match="scheme"):
+            parse_url("ftp://example.com/")
+        with pytest.raises(TypeError, match="must be a str"):
+            parse_url(["ws://example.com/"])  # type: ignore[arg-type]

@@ -198,7 +198,12 @@ class Connection(BaseConnection):
         hook = self._blocked_hook
         flags = session.feed(data, self._write_paused if hook is None else hook())
         if flags == MESSAGES:
-            self._wake_receivers()
+            waiters = self._waiters  # _wake_receivers(), written out
+            if waiters:
+                self._waiters = []
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
         elif flags:
             self._act(flags)
 
@@ -226,12 +231,24 @@ class Connection(BaseConnection):
         if flags & PONG_HELD and self._pong_task is None and self._loop is not None:
             self._pong_task = self._loop.create_task(self._send_held_pong())
         if flags & CLOSED:
+            ending = False
+            transport = self._transport
+            if flags & CLOSE_TRANSPORT and transport is not None:
+                # Before waking anyone: with nothing left to write, the transport
+                # reports its end first, so that the woken tasks find it closed
+                # (close() then returns without waiting for another iteration).
+                self._flush()
+                transport.close()
+                # (A TLS transport first exchanges close_notify, which may not come.)
+                ending = (
+                    not transport.get_write_buffer_size()
+                    and transport.get_extra_info("sslcontext") is None
+                )
             self._finished()
             self._wake_pong_waiters()
-            if flags & CLOSE_TRANSPORT and self._transport is not None:
-                self._flush()
-                self._transport.close()
-            self._arm_timer()
+            if not ending:
+                # The deadline that aborts a transport whose end does not come.
+                self._arm_timer()
         if flags & ABORT:
             self._abort()
 
@@ -438,7 +455,7 @@ class Connection(BaseConnection):
         if type(data) is str:
             self._write(proto.send_frame(data))
         else:
-            if not isinstance(data, (bytes, bytearray, memoryview)):
+            if not isinstance(data, (str, bytes, bytearray, memoryview)):
                 data = str(data)
             if type(data) is not str and len(data) >= _LARGE_FRAME:
                 self._write_chunks(proto.send_chunks(data))
@@ -588,6 +605,8 @@ class StreamProtocol(asyncio.BufferedProtocol):
         self.on_handshake_lost: Callable[[BaseException | None], None] | None = None
         self._view = _read_buffer.view
         self._direct = False
+        # Once attached: the session's receive_buffer (see get_buffer).
+        self._lend: Callable[[], memoryview | None] | None = None
 
     def get_buffer(self, sizehint: int) -> memoryview:
         """Lend the transport the thread's read buffer.
@@ -595,15 +614,14 @@ class StreamProtocol(asyncio.BufferedProtocol):
         While a large binary frame arrives, lend it the rest of that frame's
         payload buffer instead (``Session.receive_buffer``): no copy at all.
         """
-        conn = self.conn
-        if conn is not None and conn._session is not None:
-            direct = conn._session.receive_buffer()
+        lend = self._lend
+        if lend is not None:
+            direct = lend()
             if direct is not None:
                 self._direct = True
                 return direct
         self._direct = False
-        self._view = view = _read_buffer.view
-        return view
+        return self._view
 
     def buffer_updated(self, nbytes: int) -> None:
         """Pass the ``nbytes`` bytes just read on, as :meth:`data_received` does."""
@@ -640,6 +658,8 @@ class StreamProtocol(asyncio.BufferedProtocol):
         self.conn = conn
         # Skip one indirection per read on the hot path.
         self.data_received = conn._data_received  # type: ignore[method-assign]
+        if conn._session is not None:
+            self._lend = conn._session.protocol.receive_buffer
         # The handshake's callbacks (and what they hold) are not needed any more.
         self.on_handshake_data = None
         self.on_handshake_lost = None

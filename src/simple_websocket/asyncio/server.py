@@ -340,6 +340,8 @@ class WebSocketServer(Generic[C]):
         self.accept_options = accept_options
         self.connections: set[C] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        # The handler task of each connection, while it runs.
+        self._handlers: dict[C, asyncio.Task[None]] = {}
         self._server: asyncio.Server | None = None
         # Fail early on options the connection class does not take.
         connection_class(**self.accept_options)
@@ -349,7 +351,10 @@ class WebSocketServer(Generic[C]):
 
     def _start_handler(self, conn: C) -> None:
         self.connections.add(conn)
-        self._track(asyncio.get_running_loop().create_task(self._run(conn)))
+        loop = conn._loop or asyncio.get_running_loop()
+        # Tracked until _run() ends (it removes itself: a done callback would cost
+        # the loop one more iteration per connection).
+        self._handlers[conn] = loop.create_task(self._run(conn))
 
     def _track(self, task: asyncio.Task[None]) -> None:
         self._tasks.add(task)
@@ -372,6 +377,7 @@ class WebSocketServer(Generic[C]):
             await conn.close()
         finally:
             self.connections.discard(conn)
+            self._handlers.pop(conn, None)
 
     async def start(self) -> Self:
         """Start listening (done by ``await`` and ``async with``)."""
@@ -460,11 +466,13 @@ class WebSocketServer(Generic[C]):
             *(c.close(CloseCode.GOING_AWAY, "Server shutting down") for c in conns),
             return_exceptions=True,
         )
-        if self._tasks:
+        if self._tasks or self._handlers:
             timeout = close_timeout
             if timeout is None:
                 timeout = max((c.close_timeout for c in conns), default=5.0)
-            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+            _, pending = await asyncio.wait(
+                self._tasks | set(self._handlers.values()), timeout=timeout
+            )
             for task in pending:
                 task.cancel()
             if pending:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import os
 import sys
@@ -74,6 +75,22 @@ Headers = list[tuple[str, str]]
 HeadersLike = Mapping[str, str] | Iterable[tuple[str, str]] | None
 
 
+def _remember_urls(parse: Callable[[str], WSURL]) -> Callable[[str], WSURL]:
+    """Remember what ``parse`` returned for each string.
+
+    A client that reconnects, or opens many connections, parses the same URL each
+    time. Errors are not remembered, and anything but a ``str`` goes to ``parse`` as
+    it is.
+    """
+    cached = functools.lru_cache(maxsize=256)(parse)
+
+    @functools.wraps(parse)
+    def remembered(url: str) -> WSURL:
+        return cached(url) if type(url) is str else parse(url)
+
+    return remembered
+
+
 @dataclass(frozen=True)
 class WSURL:
     """A parsed ``ws://`` or ``wss://`` URL."""
@@ -107,6 +124,7 @@ def _has_control(text: str) -> bool:
     return any(ord(c) < 32 or ord(c) == 127 for c in text)
 
 
+@_remember_urls
 def parse_url(url: str) -> WSURL:
     """Parse a WebSocket URL.
 

@@ -624,7 +624,11 @@ class Protocol:
         if not self.close_sent:
             # Answer with the same code, as RFC 6455 5.5.1 asks.
             self._release_pong()
-            self._out += self._build(CloseConnection(code=code, reason=reason))
+            if self.fast_path:
+                key = self._mask_key() if self.client else None
+                self._out += control_frame(OP_CLOSE, close_payload(code, reason), key)
+            else:
+                self._out += self._build(CloseConnection(code=code, reason=reason))
             self.output_ready = True
             self.close_sent = True
         self._drop_partial()
@@ -720,6 +724,16 @@ class Protocol:
         n = len(payload)
         if not self.client:
             return header(first, 0, n) + payload
+        if n < 126:
+            # The common small frame, with _mask_key() and header() inlined.
+            pos = self._key_pos
+            keys = self._keys
+            if pos < len(keys):
+                self._key_pos = pos + 4
+                key = keys[pos : pos + 4]
+            else:
+                key = self._mask_key()
+            return bytes((first, 0x80 | n)) + key + framing._apply_mask(payload, key)
         key = self._mask_key()
         if n < SMALL_MASK:
             return header(first, 0x80, n) + key + framing._apply_mask(payload, key)
@@ -843,7 +857,11 @@ class Protocol:
             return
         if not self.close_sent:
             self._release_pong()
-            self._out += self._build(CloseConnection(code=code, reason=reason))
+            if self.fast_path:
+                key = self._mask_key() if self.client else None
+                self._out += control_frame(OP_CLOSE, close_payload(code, reason), key)
+            else:
+                self._out += self._build(CloseConnection(code=code, reason=reason))
             self.output_ready = True
             self.close_sent = True
         self.failed = True

@@ -18,6 +18,7 @@ Both engines open a tunnel the same way:
 from __future__ import annotations
 
 import base64
+import functools
 import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -199,6 +200,7 @@ def _bypass(no_proxy: str, host: str, port: int) -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=256)
 def _is_loopback(host: str) -> bool:
     """Whether ``host`` names this machine's loopback interface."""
     name = host.lower().rstrip(".")

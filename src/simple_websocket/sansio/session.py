@@ -70,6 +70,8 @@ PONG_HELD = 64
 #: A deadline of the closing handshake passed: abort the transport.
 ABORT = 128
 
+_CLOSED = State.CLOSED
+
 #: Timers may fire up to the clock's resolution early; a deadline that close is
 #: taken as reached.
 _EARLY = 1e-9
@@ -254,12 +256,30 @@ class Session:
             write_blocked: The engine cannot write now (the peer does not read):
                 pongs are then held back (only the most recent one is kept).
         """
+        # The hot path of every engine: Inbox.room(), Inbox.put() and the common
+        # case of _step() are written out here.
         proto = self.protocol
         proto.defer_pongs = write_blocked
-        messages = proto.receive_data(data, self.inbox.room())
+        inbox = self.inbox
+        queue = inbox.messages
+        messages = proto.receive_data(
+            data, None if inbox.close_called else max(1, inbox.max_queue - len(queue))
+        )
+        flags = 0
         if messages:
-            return self._step(MESSAGES | PAUSE if self.inbox.put(messages) else MESSAGES)
-        return self._step(0)
+            flags = MESSAGES
+            queue.extend(messages)
+            if len(queue) >= inbox.max_queue and not inbox.paused and not inbox.close_called:
+                inbox.paused = True
+                flags = MESSAGES | PAUSE
+        if (
+            proto.pongs_received == self._pongs_seen
+            and not proto.output_ready
+            and not proto.pong_held
+            and proto.state is not _CLOSED
+        ):
+            return flags  # nothing else happened
+        return self._step(flags)
 
     def receive_buffer(self) -> memoryview | None:
         """Where the next read may go directly (see ``Protocol.receive_buffer``)."""
