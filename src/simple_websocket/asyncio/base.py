@@ -403,10 +403,10 @@ class BaseConnection:
             if messages:
                 return self._take() if inbox.paused else messages.popleft()
             if inbox.finished:
-                exc = inbox.closed_error()
-                if inbox.ends_iteration(exc):
+                closed = inbox.closed_error()
+                if inbox.ends_iteration(closed):
                     raise StopAsyncIteration
-                raise exc
+                raise closed
             waiter: asyncio.Future[Any] = (self._loop or asyncio.get_running_loop()).create_future()
             self._waiters.append(waiter)
             try:
