@@ -605,8 +605,8 @@ class StreamProtocol(asyncio.BufferedProtocol):
         self.on_handshake_lost: Callable[[BaseException | None], None] | None = None
         self._view = _read_buffer.view
         self._direct = False
-        # Once attached: the session's receive_buffer (see get_buffer).
-        self._lend: Callable[[], memoryview | None] | None = None
+        # Once attached: the connection's protocol (see get_buffer).
+        self._proto: Protocol | None = None
 
     def get_buffer(self, sizehint: int) -> memoryview:
         """Lend the transport the thread's read buffer.
@@ -614,9 +614,9 @@ class StreamProtocol(asyncio.BufferedProtocol):
         While a large binary frame arrives, lend it the rest of that frame's
         payload buffer instead (``Session.receive_buffer``): no copy at all.
         """
-        lend = self._lend
-        if lend is not None:
-            direct = lend()
+        proto = self._proto
+        if proto is not None and proto.lending:
+            direct = proto.receive_buffer()
             if direct is not None:
                 self._direct = True
                 return direct
@@ -659,7 +659,7 @@ class StreamProtocol(asyncio.BufferedProtocol):
         # Skip one indirection per read on the hot path.
         self.data_received = conn._data_received  # type: ignore[method-assign]
         if conn._session is not None:
-            self._lend = conn._session.protocol.receive_buffer
+            self._proto = conn._session.protocol
         # The handshake's callbacks (and what they hold) are not needed any more.
         self.on_handshake_data = None
         self.on_handshake_lost = None

@@ -133,6 +133,7 @@ class Protocol:
         "failed",
         "fast_path",
         "latency",
+        "lending",
         "max_message_size",
         "output_ready",
         "pong_held",
@@ -201,6 +202,9 @@ class Protocol:
         self.pong_held = False
         #: ``True`` while bytes are queued for the peer (see :meth:`data_to_send`).
         self.output_ready = False
+        #: ``False`` when :meth:`receive_buffer` would return ``None`` (no need to
+        #: ask it before each read); ``True`` when it may lend a buffer.
+        self.lending = False
         # Received bytes not parsed yet (``_rbuf[_rpos:]``: an incomplete header or
         # control frame, or frames left by ``max_messages``).
         self._rbuf = b""
@@ -464,6 +468,8 @@ class Protocol:
         if partial is None:
             partial = Partial(opcode != 1, key, length, bool(fin), self._compressed)
             self._partial = partial
+            if partial.buf is not None:
+                self.lending = True
         else:
             partial.frame(key, length, bool(fin))
         if partial.compressed:
@@ -657,6 +663,7 @@ class Protocol:
         """
         partial = self._partial
         if partial is None or partial.buf is None or self.state is State.CLOSED:
+            self.lending = False
             return None
         return memoryview(partial.buf)[partial.filled : partial.filled + partial.need]
 
