@@ -900,8 +900,10 @@ class ReconnectingClient:
 
     async def _receive(self, timeout: float | None) -> Message | None:
         """Receive the next message from the connections, in order."""
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+        # The loop only when there is a deadline: get_running_loop() is a system
+        # call on Python 3.11, and this runs for every message.
+        loop = None if timeout is None else asyncio.get_running_loop()
+        deadline = None if loop is None or timeout is None else loop.time() + timeout
         while True:
             while self._previous:
                 # Messages an earlier connection received before it dropped come first.
@@ -916,7 +918,9 @@ class ReconnectingClient:
                     self._previous.popleft()
             ws = self.connection
             if ws is not None and (self.state == "open" or not ws.connected):
-                remaining = None if deadline is None else max(0.0, deadline - loop.time())
+                remaining = (
+                    None if loop is None or deadline is None else max(0.0, deadline - loop.time())
+                )
                 self._readers += 1
                 try:
                     message = await ws.receive(remaining)
@@ -927,7 +931,7 @@ class ReconnectingClient:
                     if message is not None:
                         self._received += 1
                         return message
-                    if deadline is None:
+                    if loop is None or deadline is None:
                         return message
                     if loop.time() >= deadline:
                         return None
