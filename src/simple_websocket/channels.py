@@ -233,8 +233,11 @@ class TypedChannel(Generic[R_co]):
             if iterate:
                 raw: str | bytes | None = await self.ws.__aiter__().__anext__()
             else:
-                loop = asyncio.get_running_loop()
-                timeout = None if deadline is None else max(0.0, deadline - loop.time())
+                timeout = (
+                    None
+                    if deadline is None
+                    else max(0.0, deadline - asyncio.get_running_loop().time())
+                )
                 raw = await self.ws.receive(timeout)
         except StopAsyncIteration:
             self._fail_pending(self._closed_normally())
