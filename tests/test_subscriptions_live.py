@@ -353,3 +353,20 @@ async def test_a_silent_feed_closes_a_plain_connection() -> None:
             with pytest.raises(ConnectionClosed) as caught:
                 await btc.receive(timeout=10)
             assert (caught.value.reason, caught.value.message) == (1011, "idle timeout")
+
+
+async def test_iterating_a_plain_connection_skips_what_subscriptions_take() -> None:
+    async def mixed(ws: AioServer) -> None:
+        await ws.receive(timeout=10)
+        for seq in (1, 2):
+            await ws.send(json.dumps({"type": "event", "channel": "BTC", "seq": seq}))
+            await ws.send(json.dumps({"type": "other", "n": seq}))
+        await ws.close()
+
+    async with serve(mixed) as server:
+        async with AioClient.connect(f"ws://127.0.0.1:{server.port}/") as ws:
+            btc = ws.subscribe(Event, subscribe="go", match={"type": "event"})
+            await btc.start()
+            others = [json.loads(message)["n"] async for message in ws]
+            assert others == [1, 2]
+            assert [event.seq async for event in btc] == [1, 2]

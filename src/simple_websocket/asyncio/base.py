@@ -386,8 +386,9 @@ class BaseConnection:
         Iteration ends quietly when the connection closes normally (1000 or 1001,
         or after ``close()`` was called) and raises ``ConnectionClosed`` otherwise.
         """
-        if type(self).receive is not BaseConnection.receive:
-            # A subclass changed receive(): iterate through it.
+        if self._router is not None or type(self).receive is not BaseConnection.receive:
+            # Subscriptions take their messages first, or a subclass changed
+            # receive(): iterate through it.
             try:
                 message = await self.receive()
             except ConnectionClosed as exc:
