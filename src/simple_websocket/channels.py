@@ -60,6 +60,34 @@ T = TypeVar("T")
 InvalidPolicy = Literal["raise", "skip"] | Callable[[DecodeError], Any]
 
 
+def check_invalid_policy(policy: InvalidPolicy) -> None:
+    """Check an ``on_invalid`` value.
+
+    Raises:
+        ValueError: It is not ``"raise"``, ``"skip"`` or a callable.
+    """
+    if not (policy in ("raise", "skip") or callable(policy)):
+        raise ValueError(f"on_invalid must be 'raise', 'skip' or a callable, not {policy!r}")
+
+
+def apply_invalid_policy(policy: InvalidPolicy, error: DecodeError) -> None:
+    """Apply an ``on_invalid`` policy to a message that failed decoding.
+
+    Returns only when the message is to be skipped (``"skip"``, after logging it,
+    or a callable, after calling it).
+
+    Raises:
+        DecodeError: ``error`` itself, with ``"raise"``.
+    """
+    if policy == "raise":
+        raise error
+    if policy == "skip":
+        logger.warning("skipped invalid message: %s", error)
+    else:
+        assert callable(policy)
+        policy(error)
+
+
 class ChannelOptions(TypedDict, total=False):
     """The keyword options of ``typed()`` besides the receive type (see :func:`typed`)."""
 
@@ -159,10 +187,7 @@ class TypedChannel(Generic[R_co]):
         id_field: str = "id",
         max_inbox: int | None = None,
     ) -> None:
-        if not (on_invalid in ("raise", "skip") or callable(on_invalid)):
-            raise ValueError(
-                f"on_invalid must be 'raise', 'skip' or a callable, not {on_invalid!r}"
-            )
+        check_invalid_policy(on_invalid)
         if not isinstance(id_field, str) or not id_field:
             raise TypeError(f"id_field must be a non-empty str, not {describe(id_field)}")
         check_count("max_inbox", max_inbox, optional=True)
@@ -325,13 +350,7 @@ class TypedChannel(Generic[R_co]):
         Raises:
             DecodeError: ``error`` itself, with ``on_invalid="raise"``.
         """
-        if self.on_invalid == "raise":
-            raise error
-        if self.on_invalid == "skip":
-            logger.warning("skipped invalid message: %s", error)
-        else:
-            assert callable(self.on_invalid)
-            self.on_invalid(error)
+        apply_invalid_policy(self.on_invalid, error)
 
     def _direct(self, raw: str | bytes) -> Any:
         """Decode a message read on the fast path of ``receive`` or iteration.

@@ -47,7 +47,7 @@ from typing import (
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import from_json
 
-from .channels import schema_errors
+from .channels import InvalidPolicy, apply_invalid_policy, check_invalid_policy, schema_errors
 from .errors import ConnectionClosed, DecodeError, GapError
 from .sansio.options import check_count, check_receive_timeout, check_seconds, describe
 
@@ -64,7 +64,6 @@ Message = str | bytes
 #: that gets the decoded JSON and says whether the message belongs.
 Match = Mapping[str, Any] | Callable[[Any], bool]
 GapPolicy = Literal["resubscribe", "raise", "ignore"]
-InvalidPolicy = Literal["raise", "skip"] | Callable[[DecodeError], Any]
 
 
 class SubscribeOptions(TypedDict):
@@ -183,10 +182,7 @@ class Subscription(Generic[T]):
     ) -> None:
         if on_gap not in ("resubscribe", "raise", "ignore"):
             raise ValueError(f"on_gap must be 'resubscribe', 'raise' or 'ignore', not {on_gap!r}")
-        if not (on_invalid in ("raise", "skip") or callable(on_invalid)):
-            raise ValueError(
-                f"on_invalid must be 'raise', 'skip' or a callable, not {on_invalid!r}"
-            )
+        check_invalid_policy(on_invalid)
         check_count("max_queue", max_queue)
         check_seconds("gap_timeout", gap_timeout, optional=False)
         check_seconds("idle_timeout", idle_timeout)
@@ -399,13 +395,7 @@ class Subscription(Generic[T]):
                 if ok:
                     return value  # type: ignore[no-any-return]
                 if isinstance(value, DecodeError):
-                    if self.on_invalid == "raise":
-                        raise value
-                    if self.on_invalid == "skip":
-                        logger.warning("skipped invalid message: %s", value)
-                    else:
-                        assert callable(self.on_invalid)
-                        self.on_invalid(value)
+                    apply_invalid_policy(self.on_invalid, value)
                     continue
                 raise value
             if self._closed:
