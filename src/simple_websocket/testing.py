@@ -53,6 +53,28 @@ from .sansio.handshake import HandshakeRequest, HTTPResponse
 __all__ = ["FaultProxy", "PubSubServer", "Script", "ScriptedServer", "free_port"]
 
 
+class _Watched:
+    """What the test servers share: tests wait for a condition on their state."""
+
+    def __init__(self) -> None:
+        self._changed = asyncio.Event()
+
+    def _bump(self) -> None:
+        """Something changed: wake the waiters, who check their condition again."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_until(self, condition: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Wait until ``condition()`` is true; it is checked after every change.
+
+        Raises:
+            TimeoutError: ``condition`` did not become true within ``timeout``.
+        """
+        async with asyncio.timeout(timeout):
+            while not condition():
+                await self._changed.wait()
+
+
 @dataclasses.dataclass
 class Script:
     """What a :class:`ScriptedServer` does with each new connection.
@@ -86,7 +108,7 @@ class Script:
     slow: bool = False
 
 
-class ScriptedServer:
+class ScriptedServer(_Watched):
     """A scriptable WebSocket server on localhost for tests.
 
     Args:
@@ -122,17 +144,13 @@ class ScriptedServer:
         self.active: set[AioServer] = set()
         self._frozen: set[AioServer] = set()
         self._server: WebSocketServer[Any] | None = None
-        self._changed = asyncio.Event()
+        super().__init__()
         self._released = asyncio.Event()
 
     @property
     def url(self) -> str:
         """``ws://host:port/``."""
         return f"ws://{self.host}:{self.port}/"
-
-    def _bump(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
 
     async def _process_request(self, request: HandshakeRequest) -> HTTPResponse | None:
         script = self.script
@@ -233,16 +251,6 @@ class ScriptedServer:
             with contextlib.suppress(ConnectionClosed):
                 await ws.send(message)
 
-    async def wait_until(self, condition: Callable[[], bool], timeout: float = 10.0) -> None:
-        """Wait until ``condition()`` is true; it is checked on every server event.
-
-        Raises:
-            TimeoutError: ``condition`` did not become true within ``timeout``.
-        """
-        async with asyncio.timeout(timeout):
-            while not condition():
-                await self._changed.wait()
-
     async def wait_for_messages(self, count: int, timeout: float = 10.0) -> list[str | bytes]:
         """Wait until ``count`` messages were received in all; return them."""
         await self.wait_until(lambda: len(self.received) >= count, timeout)
@@ -264,7 +272,7 @@ class ScriptedServer:
         await self.stop()
 
 
-class PubSubServer:
+class PubSubServer(_Watched):
     """A reference publish/subscribe server, to test bots that must not miss messages.
 
     It speaks a small JSON protocol, the one the subscriptions documentation uses:
@@ -326,7 +334,7 @@ class PubSubServer:
         self._results: dict[str, asyncio.Future[Any]] = {}
         self._executions: set[asyncio.Task[None]] = set()
         self._server: WebSocketServer[Any] | None = None
-        self._changed = asyncio.Event()
+        super().__init__()
 
     @property
     def url(self) -> str:
@@ -358,20 +366,6 @@ class PubSubServer:
         for queue in self._subscribers.get(channel, ()):
             queue.put_nowait(message)
         return seq
-
-    def _bump(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    async def wait_until(self, condition: Callable[[], bool], timeout: float = 10.0) -> None:
-        """Wait until ``condition()`` is true; checked on every request and subscription.
-
-        Raises:
-            TimeoutError: ``condition`` did not become true within ``timeout``.
-        """
-        async with asyncio.timeout(timeout):
-            while not condition():
-                await self._changed.wait()
 
     async def _handle(self, ws: AioServer) -> None:
         outbox: asyncio.Queue[str | None] = asyncio.Queue()
@@ -679,7 +673,7 @@ class _Side(asyncio.Protocol):
             other.resume_reading()
 
 
-class FaultProxy:
+class FaultProxy(_Watched):
     """A TCP proxy on loopback that breaks the network on demand, for tests.
 
     Every connection accepted on :attr:`port` is forwarded to
@@ -732,7 +726,7 @@ class FaultProxy:
         self._links: set[_Link] = set()
         self._hold_new = False
         self._server: asyncio.Server | None = None
-        self._changed = asyncio.Event()
+        super().__init__()
 
     @property
     def url(self) -> str:
@@ -743,10 +737,6 @@ class FaultProxy:
     def open_connections(self) -> int:
         """Connections currently proxied (including blackholed ones)."""
         return len(self._links)
-
-    def _bump(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
 
     def _adopt(self, link: _Link) -> None:
         self.connections += 1
@@ -798,16 +788,6 @@ class FaultProxy:
         self._hold_new = False
         for link in list(self._links):
             link.release()
-
-    async def wait_until(self, condition: Callable[[], bool], timeout: float = 10.0) -> None:
-        """Wait until ``condition()`` is true; checked whenever a connection opens or ends.
-
-        Raises:
-            TimeoutError: ``condition`` did not become true within ``timeout``.
-        """
-        async with asyncio.timeout(timeout):
-            while not condition():
-                await self._changed.wait()
 
     async def wait_for_connections(self, count: int, timeout: float = 10.0) -> None:
         """Wait until ``count`` connections were accepted in all."""
