@@ -42,6 +42,8 @@ MSGSPEC = "msgspec-codec"
 SUBSCRIPTION = "subscription"
 #: Candidates that are ours with another way of decoding (typed scenario only).
 TYPED_ONLY = (MANUAL, MSGSPEC, SUBSCRIPTION)
+#: Server role only: ours, with a ``MessageHandler`` (callbacks, no handler task).
+CALLBACKS = "callbacks"
 
 #: The 64-byte message of the latency, pipelined and connections scenarios (ASCII).
 TEXT = "0123456789abcdef" * 4

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from .common import (
+    CALLBACKS,
     CONNECTIONS,
     DEFAULT_OUT,
     FULL,
@@ -75,6 +76,7 @@ CANDIDATES: dict[str, str] = {
     MANUAL: "manual: receive() + model_validate_json",
     MSGSPEC: "ours: typed() + MsgspecCodec",
     SUBSCRIPTION: "ours: client.subscribe(Model)",
+    CALLBACKS: "ours: MessageHandler callbacks",
 }
 SCENARIOS: dict[str, str] = {
     # id -> unit
@@ -115,6 +117,7 @@ COMPRESSION: dict[str, dict[str, str]] = {
         MANUAL: "as ours",
         MSGSPEC: "as ours",
         SUBSCRIPTION: "as ours",
+        CALLBACKS: "as ours",
     },
     "server": {
         OURS: "off: serve(handler, compression=False)",
@@ -127,6 +130,7 @@ COMPRESSION: dict[str, dict[str, str]] = {
         MANUAL: "as ours",
         MSGSPEC: "as ours",
         SUBSCRIPTION: "as ours",
+        CALLBACKS: "as ours",
     },
 }
 
@@ -143,6 +147,7 @@ COMPRESSING: dict[str, dict[str, str]] = {
         "websockets": 'serve(handler, compression="deflate") (the default)',
         "aiohttp": "WebSocketResponse(compress=True) (the default)",
         SW11: "always accepts it",
+        CALLBACKS: "serve(MessageHandler(), compression=True)",
     },
 }
 
@@ -154,8 +159,14 @@ def runs(candidate: str, scenario: str, role: str = "client") -> bool:
     hand-written pydantic call, the msgspec codec and (client role) a
     subscription; the other libraries have no typed channel. The compressed
     scenario runs with the candidates that can negotiate permessage-deflate in
-    that role.
+    that role. The callbacks candidate (a ``MessageHandler``) is a server.
     """
+    if candidate == CALLBACKS:
+        return (
+            role == "server"
+            and scenario != "typed"
+            and (scenario != "compressed" or candidate in COMPRESSING[role])
+        )
     if scenario == "typed":
         return candidate in (OURS, MANUAL, MSGSPEC) or (
             candidate == SUBSCRIPTION and role == "client"
@@ -787,7 +798,7 @@ def harness_main(args: argparse.Namespace) -> int:
                             continue
                         profile = None
                         if profile_dir is not None:
-                            if cand not in (OURS, *TYPED_ONLY):
+                            if cand not in (OURS, CALLBACKS, *TYPED_ONLY):
                                 continue
                             profile = profile_dir / f"{role}-{scen}-{cand}-r{rnd + 1}.pstats"
                         if cand in broken:

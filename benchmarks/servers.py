@@ -11,7 +11,10 @@ Every WebSocket server echoes each message as it came (text as text, binary as
 binary), with compression off (no server enables it unless the client offers it,
 and the load generator offers nothing), no keepalive pings and no size limit:
 
-* ``simple_websocket``: ``simple_websocket.serve(handler, sock=...)``;
+* ``simple_websocket``: ``simple_websocket.serve(handler, sock=...)``, the handler
+  an ``async for message in ws: await ws.send(message)`` loop;
+* ``callbacks``: the same server with a ``MessageHandler`` whose ``on_message``
+  calls ``ws.send_nowait(message)`` (no task per connection or message);
 * ``websockets``: ``websockets.asyncio.server.serve(handler, sock=...)``;
 * ``aiohttp``: an ``aiohttp.web`` application whose handler runs a
   ``web.WebSocketResponse``;
@@ -41,6 +44,7 @@ from typing import Any
 
 from .common import (
     BACKLOG,
+    CALLBACKS,
     MANUAL,
     MSGSPEC,
     OURS,
@@ -129,7 +133,13 @@ async def _ours(sock: socket.socket, scenario: str, candidate: str) -> tuple[Sto
         async for obj in channel:
             await channel.send(obj)
 
-    handler = echo
+    class Echo(sw.MessageHandler):  # type: ignore[misc]
+        def on_message(self, ws: Any, message: Any) -> None:
+            ws.send_nowait(message)
+
+    handler: Any = echo
+    if candidate == CALLBACKS:
+        handler = Echo()
     if scenario == "typed":
         handler = {OURS: typed_echo, MANUAL: manual_echo, MSGSPEC: msgspec_echo}[candidate]
     compress = scenario == "compressed"
@@ -292,7 +302,7 @@ async def _main(args: argparse.Namespace) -> None:
     sock = _listen()
     port = sock.getsockname()[1]
     candidate, scenario = args.candidate, args.scenario
-    if candidate in (OURS, MANUAL, MSGSPEC):
+    if candidate in (OURS, CALLBACKS, MANUAL, MSGSPEC):
         stop, version, module = await _ours(sock, scenario, candidate)
     elif candidate == "websockets":
         stop, version, module = await _websockets(sock, scenario == "compressed")

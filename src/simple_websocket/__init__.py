@@ -11,7 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__ as __version__
-from .aiows import AioClient, AioServer, Connect, serve
+from .aiows import AioClient, AioServer, Connect, MessageHandler, serve
 from .asyncio.connection import BaseConnection, Connection
 from .asyncio.server import WebSocketServer
 from .errors import (
@@ -89,6 +89,7 @@ __all__ = [  # noqa: RUF022
     "HTTPResponse",
     "IdleTimeout",
     "JsonCodec",
+    "MessageHandler",
     "MsgspecCodec",
     "OpenTimeout",
     "OutboxFull",

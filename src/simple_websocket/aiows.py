@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING, Any, Final, Generic, Literal, Self, TypeVar, c
 
 from .asyncio.client import open_connection
 from .asyncio.connection import BaseConnection, Connection
-from .asyncio.server import ProcessRequest, ServerConnection, WebSocketServer, accept_socket
+from .asyncio.server import (
+    MessageHandler,
+    ProcessRequest,
+    ServerConnection,
+    WebSocketServer,
+    accept_socket,
+)
 from .asyncio.server import serve as _serve
 from .integrations.aiohttp import accept_aiohttp
 from .integrations.asgi import ASGIConnection
@@ -65,6 +71,7 @@ __all__ = [
     "AioBase",
     "AioClient",
     "AioServer",
+    "MessageHandler",
     "serve",
 ]
 

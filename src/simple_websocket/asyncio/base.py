@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar, overload
 
@@ -27,7 +27,7 @@ from ..sansio.options import (
     check_logger,
     check_receive_timeout,
 )
-from ..sansio.protocol import CloseCode
+from ..sansio.protocol import CloseCode, check_close_code
 from ..sansio.session import Inbox, Message
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -79,7 +79,7 @@ class BaseConnection:
     # weakly referenced.
     __slots__ = (
         "__weakref__",
-        "_idle_close",
+        "_background",
         "_inbox",
         "_loop",
         "_max_inflated_size",
@@ -138,8 +138,9 @@ class BaseConnection:
         self._waiters: list[asyncio.Future[Any]] = []
         self._loop = None
         self._router = None
-        # The task closing the connection after a subscription's idle timeout.
-        self._idle_close: asyncio.Task[None] | None = None
+        # The last task started by send_nowait() or close_nowait(): each waits for
+        # the one before it, so that what they do happens in call order.
+        self._background: asyncio.Task[None] | None = None
 
     # -- to be provided by subclasses ---------------------------------------------
 
@@ -154,6 +155,55 @@ class BaseConnection:
     async def close(self, reason: int | None = None, message: str | None = None) -> None:
         """Close the connection; see the concrete class."""
         raise NotImplementedError
+
+    def send_nowait(self, data: Any) -> None:
+        """Send a message without waiting: for callbacks, which cannot ``await``.
+
+        The message is handed to the connection now and written in call order with
+        the other ``send_nowait()`` and ``close_nowait()`` calls. Nothing waits for
+        the peer to read it: a callback that sends much faster than the peer reads
+        fills memory (the asyncio engine then stops reading from that peer until
+        its write buffer drained; see :class:`~simple_websocket.MessageHandler`).
+
+        Raises:
+            ConnectionClosed: The connection is closing or closed.
+        """
+        if not self.connected:
+            raise self._inbox.closed_error()
+        self._in_background(self.send(data))
+
+    def close_nowait(self, reason: int | None = None, message: str | None = None) -> None:
+        """Start closing the connection and return at once (``close()`` without the wait).
+
+        The close frame is sent after everything sent before; the closing handshake
+        then goes on without the caller, within ``close_timeout``. Calling it again,
+        or after the connection closed, does nothing.
+
+        Raises:
+            ValueError: ``reason`` is a code that may not be sent (RFC 6455 7.4).
+        """
+        check_close_code(reason)
+        if not self.connected:
+            return
+        self.connected = False
+        self._in_background(self.close(reason, message))
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` in a task, after the work handed over before it."""
+        loop = self._loop or asyncio.get_running_loop()
+        self._background = loop.create_task(self._after(self._background, work))
+
+    async def _after(
+        self, previous: asyncio.Task[None] | None, work: Coroutine[Any, Any, None]
+    ) -> None:
+        if previous is not None and not previous.done():
+            await asyncio.wait((previous,))
+        try:
+            await work
+        except ConnectionClosed:
+            pass  # closed meanwhile: the peer will not read it anyway
+        except Exception:
+            self.logger.exception("a background send or close failed")
 
     def _pause_reading(self) -> None:
         """Stop taking data from the network (read backpressure)."""
@@ -359,10 +409,7 @@ class BaseConnection:
 
     def _fail_idle(self) -> None:
         """Close with 1011 ``"idle timeout"``; engines fail at once instead."""
-        task = asyncio.get_running_loop().create_task(
-            self.close(CloseCode.INTERNAL_ERROR, IDLE_TIMEOUT_REASON)
-        )
-        self._idle_close = task  # keep a reference until it is done
+        self.close_nowait(CloseCode.INTERNAL_ERROR, IDLE_TIMEOUT_REASON)
 
     def stream(self, *, close: bool = False) -> Stream[Message]:
         """Return an ``aiostream`` stream of this connection's messages.

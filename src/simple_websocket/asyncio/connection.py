@@ -35,6 +35,7 @@ import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
+from typing import Protocol as TypingProtocol
 
 from wsproto.extensions import Extension
 
@@ -55,6 +56,18 @@ from ..sansio.session import (
 from .base import IDLE_TIMEOUT_REASON, BaseConnection, _wake
 
 __all__ = ["BaseConnection", "Connection", "Message", "StreamProtocol"]
+
+# Where a listening connection is in its life (Connection._listener_state).
+_NEW, _OPEN_CALLED, _MUTED, _ENDED = range(4)
+
+
+class Listener(TypingProtocol):
+    """What :meth:`Connection._listen` calls (``MessageHandler``'s callbacks)."""
+
+    def on_open(self, ws: Any, /) -> None: ...
+    def on_message(self, ws: Any, message: Message, /) -> None: ...
+    def on_close(self, ws: Any, /) -> None: ...
+
 
 logger = logging.getLogger("simple_websocket")
 
@@ -84,10 +97,14 @@ class Connection(BaseConnection):
         "_blocked_hook",
         "_burst",
         "_coalesced",
+        "_dispatching",
         "_drain_waiters",
         "_flush_scheduled",
         "_gone",
+        "_listener",
+        "_listener_state",
         "_lost_waiters",
+        "_on_listener_end",
         "_pong_task",
         "_pong_waiters",
         "_send_queue",
@@ -129,6 +146,12 @@ class Connection(BaseConnection):
         self._burst = False
         self._coalesced: bytearray | None = None
         self._flush_scheduled = False
+        # A MessageHandler taking the messages in callbacks (see _listen), where it
+        # is in the connection's life, and what to call after its on_close.
+        self._listener: Listener | None = None
+        self._listener_state = _NEW
+        self._on_listener_end: Callable[[Connection], None] | None = None
+        self._dispatching = False
 
     @property
     def is_server(self) -> bool:
@@ -198,6 +221,9 @@ class Connection(BaseConnection):
         hook = self._blocked_hook
         flags = session.feed(data, self._write_paused if hook is None else hook())
         if flags == MESSAGES:
+            if self._listener is not None:
+                self._dispatch()
+                return
             waiters = self._waiters  # _wake_receivers(), written out
             if waiters:
                 self._waiters = []
@@ -221,9 +247,13 @@ class Connection(BaseConnection):
         session = self._session
         assert session is not None
         if flags & MESSAGES:
-            if flags & PAUSE:
-                self._pause_reading()
-            self._wake_receivers()
+            if self._listener is not None:
+                # Callbacks take every message now: reading need not pause.
+                self._dispatch()
+            else:
+                if flags & PAUSE:
+                    self._pause_reading()
+                self._wake_receivers()
         if flags & PONG:
             self._wake_pong_waiters()
         if flags & WRITE:
@@ -321,6 +351,75 @@ class Connection(BaseConnection):
             for waiter in waiters:
                 _wake(waiter)
 
+    # -- callbacks (MessageHandler) ------------------------------------------------
+
+    def _listen(
+        self, listener: Listener, on_end: Callable[[Connection], None] | None = None
+    ) -> None:
+        """Hand every message to ``listener``'s callbacks, from the read itself.
+
+        ``on_open`` is called now, then ``on_message`` for each message (those
+        already received first), in the transport's read callback: no task is
+        woken per message. ``on_close`` follows once no more messages can arrive,
+        then ``on_end(self)``. A callback that raises ends the delivery: the
+        connection fails with 1011 (a ``ConnectionClosed`` only stops it). While the
+        transport's write buffer is full, reading pauses (see ``send_nowait``).
+        """
+        self._listener = listener
+        self._on_listener_end = on_end
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Deliver what the listener has not seen yet: open, messages, close."""
+        listener = self._listener
+        if listener is None or self._dispatching:
+            # (Re-entered from a callback, or from parsing resumed by _take():
+            # the outer call delivers what arrived, in order.)
+            return
+        self._dispatching = True
+        inbox = self._inbox
+        messages = inbox.messages
+        try:
+            if self._listener_state == _NEW:
+                self._listener_state = _OPEN_CALLED
+                listener.on_open(self)
+            if self._listener_state == _OPEN_CALLED:
+                on_message = listener.on_message
+                while messages:
+                    on_message(self, self._take() if inbox.paused else messages.popleft())
+            else:
+                messages.clear()
+        except ConnectionClosed as exc:
+            # Sending on a connection that is closing: delivery ends, as a
+            # handler's would.
+            self.logger.debug("message handler ended: %s", exc)
+            self._listener_state = _MUTED
+            messages.clear()
+            self.close_nowait()
+        except Exception:
+            self.logger.exception("message handler failed")
+            self._listener_state = _MUTED
+            messages.clear()
+            self._fail(CloseCode.INTERNAL_ERROR, "Internal server error")
+        finally:
+            self._dispatching = False
+        if inbox.finished and not messages and self._listener_state != _ENDED:
+            self._listener_state = _ENDED
+            self._listener = None
+            try:
+                listener.on_close(self)
+            except Exception:
+                self.logger.exception("message handler's on_close failed")
+            on_end = self._on_listener_end
+            if on_end is not None:
+                self._on_listener_end = None
+                on_end(self)
+
+    def _finished(self) -> None:
+        super()._finished()
+        if self._listener is not None:
+            self._dispatch()
+
     def _write_blocked(self) -> bool:
         """Whether writing must wait (the peer does not read what we write)."""
         hook = self._blocked_hook
@@ -333,9 +432,15 @@ class Connection(BaseConnection):
 
     def _pause_writing(self) -> None:
         self._write_paused = True
+        if self._listener is not None:
+            # Callbacks cannot wait for the buffer to drain: stop taking messages
+            # from a peer that does not read our answers.
+            self._pause_reading()
 
     def _resume_writing(self) -> None:
         self._write_paused = False
+        if self._listener is not None:
+            self._resume_reading()
         waiters = self._drain_waiters
         self._drain_waiters = []
         for waiter in waiters:
@@ -352,7 +457,7 @@ class Connection(BaseConnection):
             flags = session.resume(self._write_blocked())
             if flags:
                 self._act(flags)
-            if self._inbox.paused:
+            if self._inbox.paused or (self._listener is not None and self._write_blocked()):
                 return
         if self._transport is not None and not self._transport.is_closing():
             self._transport.resume_reading()
@@ -455,14 +560,42 @@ class Connection(BaseConnection):
         if type(data) is str:
             self._write(proto.send_frame(data))
         else:
-            if not isinstance(data, (str, bytes, bytearray, memoryview)):
-                data = str(data)
-            if type(data) is not str and len(data) >= _LARGE_FRAME:
-                self._write_chunks(proto.send_chunks(data))
-            else:
-                self._write(proto.send_frame(data))
+            self._write_message(proto, data)
         if self._write_paused if hook is None else hook():
             await self._wait_writable()
+
+    def _write_message(self, proto: Protocol, data: Any) -> None:
+        """Write a message that is not a ``str`` (bytes-like, or made one by ``str()``)."""
+        if not isinstance(data, (str, bytes, bytearray, memoryview)):
+            data = str(data)
+        if type(data) is not str and len(data) >= _LARGE_FRAME:
+            self._write_chunks(proto.send_chunks(data))
+        else:
+            self._write(proto.send_frame(data))
+
+    def send_nowait(self, data: Any) -> None:
+        """Send a message now, without waiting: for callbacks, which cannot ``await``.
+
+        The frame goes to the transport at once (after the frames of earlier
+        calls); it does not wait for ``send()`` calls that are themselves waiting
+        for the write buffer to drain. There is no write backpressure: while the
+        buffer is above its high-water mark the transport keeps what it is given,
+        and a connection whose messages go to a
+        :class:`~simple_websocket.MessageHandler` stops reading from the peer
+        until it drained, so that a peer which does not read cannot make it grow
+        without bound.
+
+        Raises:
+            ConnectionClosed: The connection is closing or closed.
+        """
+        session = self._session
+        if session is None or session.protocol.state is not _OPEN or self._inbox.close_called:
+            raise self._send_closed_error()
+        proto = session.protocol
+        if type(data) is str:
+            self._write(proto.send_frame(data))
+        else:
+            self._write_message(proto, data)
 
     async def _wait_send_turn(self) -> None:
         """Wait until every earlier blocked ``send()`` wrote and writing is possible.
@@ -535,6 +668,22 @@ class Connection(BaseConnection):
             ValueError: ``reason`` is a code that may not be sent (RFC 6455 7.4);
                 nothing was done.
         """
+        self.close_nowait(reason, message)
+        if self._session is not None and not self._gone:
+            await self._wait_lost()
+
+    def close_nowait(self, reason: int | None = None, message: str | None = None) -> None:
+        """Start closing the connection and return at once (``close()`` without the wait).
+
+        The close frame is written now, after everything sent before it; the
+        closing handshake goes on without the caller, and the transport is aborted
+        if it is not closed ``close_timeout`` seconds later. Calling it again, or
+        after the peer closed, does nothing more.
+
+        Raises:
+            ValueError: ``reason`` is a code that may not be sent (RFC 6455 7.4);
+                nothing was done.
+        """
         code = check_close_code(reason)
         self.connected = False
         session = self._session
@@ -548,8 +697,6 @@ class Connection(BaseConnection):
             self._inbox.resumed = False
             self._resume_reading()
         self._arm_timer()
-        if not self._gone:
-            await self._wait_lost()
 
     async def wait_closed(self) -> None:
         """Wait until the transport is closed, without starting a close."""

@@ -10,7 +10,9 @@ import socket
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, Self
+
+from typing_extensions import TypeVar
 
 from ..errors import ConnectionClosed, HandshakeError
 from ..sansio.handshake import (
@@ -33,10 +35,12 @@ from ..sansio.options import (
     describe,
 )
 from ..sansio.protocol import CloseCode
-from .connection import Connection, StreamProtocol
+from .base import BaseConnection, _wake
+from .connection import Connection, Message, StreamProtocol
 
 __all__ = [
     "HTTPResponse",
+    "MessageHandler",
     "ServerConnection",
     "WebSocketServer",
     "accept_socket",
@@ -130,6 +134,95 @@ def check_origin(request: HandshakeRequest, origins: Sequence[str | None] | None
 
 
 Handler = Callable[[Any], Awaitable[Any]]
+
+
+W = TypeVar("W", bound=BaseConnection, default=ServerConnection)
+
+
+class MessageHandler(Generic[W]):
+    """A handler that takes each message in a callback: no task, no ``await``.
+
+    Subclass it and override the callbacks; pass an instance wherever an async
+    handler goes (``serve(handler)``, or ``await handler(ws)`` after
+    ``AioServer.accept``). One instance serves every connection: keep the state of
+    a connection on the connection (or in a dict keyed by it).
+
+    - :meth:`on_open` is called once the connection is open,
+    - :meth:`on_message` for each message, in order,
+    - :meth:`on_close` once, when no more messages can arrive (``ws.close_reason``
+      and ``ws.close_message`` then say how it ended).
+
+    Callbacks are plain functions, run in the event loop: answer with
+    ``ws.send_nowait(message)``, close with ``ws.close_nowait(code, reason)``, and
+    start a task for anything that has to wait. On the asyncio engine (``serve()``,
+    ``sock=``, ``aiohttp=``) they run inside the read of the network data, which is
+    what makes them cheaper than an ``async for`` loop: no task is woken per
+    message, and ``serve()`` starts no task per connection. While a peer does not
+    read what is sent to it (the write buffer is above its high-water mark), no
+    more of its messages are read. On other connections (``asgi=``) the same
+    callbacks are driven by an ``async for`` loop.
+
+    An exception in a callback is logged and fails the connection with 1011
+    ("Internal server error"); a ``ConnectionClosed`` (sending on a connection
+    that is closing) ends the delivery quietly. Either way the remaining messages
+    are dropped and :meth:`on_close` is still called.
+
+    Example::
+
+        class Echo(MessageHandler):
+            def on_message(self, ws: ServerConnection, message: str | bytes) -> None:
+                ws.send_nowait(message)
+
+        async with serve(Echo()) as server: ...
+
+    Raises:
+        TypeError: At class creation, when a callback is an ``async def``.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in ("on_open", "on_message", "on_close"):
+            if inspect.iscoroutinefunction(getattr(cls, name)):
+                raise TypeError(
+                    f"{cls.__name__}.{name} must be a plain function, not async def: "
+                    "callbacks cannot wait (use ws.send_nowait(), start a task, or "
+                    "write an async handler instead)"
+                )
+
+    def on_open(self, ws: W) -> None:
+        """The connection ``ws`` is open (nothing by default)."""
+
+    def on_message(self, ws: W, message: Message) -> None:
+        """A message arrived on ``ws`` (nothing by default)."""
+
+    def on_close(self, ws: W) -> None:
+        """No more messages will arrive on ``ws`` (nothing by default)."""
+
+    async def __call__(self, ws: W) -> None:
+        """Run the callbacks for ``ws``; return when it ended.
+
+        Cancelling the call stops the wait only: on the asyncio engine the
+        callbacks go on until the connection ends.
+        """
+        if isinstance(ws, Connection):
+            ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            ws._listen(self, lambda _: _wake(ended))
+            await ended
+            return
+        try:
+            self.on_open(ws)
+            async for message in ws:
+                self.on_message(ws, message)
+        except ConnectionClosed as exc:
+            ws.logger.debug("message handler ended: %s", exc)
+            await ws.close()
+        except Exception:
+            ws.logger.exception("message handler failed")
+            await ws.close(CloseCode.INTERNAL_ERROR, "Internal server error")
+        finally:
+            self.on_close(ws)
+
+
 ProcessRequest = Callable[
     [HandshakeRequest], "HTTPResponse | Awaitable[HTTPResponse | None] | None"
 ]
@@ -351,10 +444,17 @@ class WebSocketServer(Generic[C]):
 
     def _start_handler(self, conn: C) -> None:
         self.connections.add(conn)
+        if isinstance(self.handler, MessageHandler):
+            # Callbacks from the reads: no task for this connection.
+            conn._listen(self.handler, self._listener_ended)
+            return
         loop = conn._loop or asyncio.get_running_loop()
         # Tracked until _run() ends (it removes itself: a done callback would cost
         # the loop one more iteration per connection).
         self._handlers[conn] = loop.create_task(self._run(conn))
+
+    def _listener_ended(self, conn: Connection) -> None:
+        self.connections.discard(conn)
 
     def _track(self, task: asyncio.Task[None]) -> None:
         self._tasks.add(task)
