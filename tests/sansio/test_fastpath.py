@@ -52,21 +52,27 @@ class KeyStream:
 
 
 MASKERS = {
-    "python": (protocol_module._py_apply_mask, protocol_module._py_mask_into),
-    "c": (protocol_module._c_apply_mask, protocol_module._c_mask_into),
+    "python": (protocol_module._py_apply_mask, protocol_module._py_mask_into, None),
+    "c": (
+        protocol_module._c_apply_mask,
+        protocol_module._c_mask_into,
+        protocol_module._c_parse_small,
+    ),
 }
 
 
 @pytest.fixture(autouse=True, params=sorted(MASKERS))
 def masking(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test here runs with the C masking functions and with the pure-Python ones."""
-    apply_mask, mask_into = MASKERS[request.param]
+    """Every test here runs with the C extension (masking and the small-frame parser)
+    and with the pure-Python code."""
+    apply_mask, mask_into, parse_small = MASKERS[request.param]
     if apply_mask is None:
         if os.environ.get("SIMPLE_WEBSOCKET_NO_EXTENSIONS"):
             pytest.skip("the C extension is turned off (SIMPLE_WEBSOCKET_NO_EXTENSIONS)")
         pytest.fail("simple_websocket.sansio._speedups was not built: is a C compiler there?")
     monkeypatch.setattr(protocol_module, "_apply_mask", apply_mask)
     monkeypatch.setattr(protocol_module, "_mask_into", mask_into)
+    monkeypatch.setattr(protocol_module, "_parse_small", parse_small)
     return str(request.param)
 
 
@@ -255,7 +261,7 @@ def test_masking_helpers(size: int) -> None:
 def test_c_masking_checks_its_arguments(masking: str) -> None:
     if masking != "c":
         return
-    apply_mask, mask_into = MASKERS["c"]
+    apply_mask, mask_into, _ = MASKERS["c"]
     assert apply_mask is not None and mask_into is not None
     with pytest.raises(ValueError, match="4 bytes"):
         apply_mask(b"data", b"abc")
@@ -269,6 +275,80 @@ def test_c_masking_checks_its_arguments(masking: str) -> None:
         mask_into(b"read-only", 0, b"abcd", None)
     with pytest.raises(TypeError):
         apply_mask("text", b"abcd")
+
+
+def test_c_parser_checks_its_arguments(masking: str) -> None:
+    if masking != "c":
+        return
+    parse_small = MASKERS["c"][2]
+    assert parse_small is not None
+    with pytest.raises(TypeError):
+        parse_small(bytearray(b"\x81\x00"), 0, False, 126, [], -1)
+    with pytest.raises(TypeError):
+        parse_small(b"\x81\x00", 0, False, 126, (), -1)
+    with pytest.raises(TypeError):
+        parse_small(b"\x81\x00", 0, False, 126, [])
+    with pytest.raises(ValueError, match="outside"):
+        parse_small(b"\x81\x00", 3, False, 126, [], -1)
+
+
+def _server_frames(*frames: tuple[int, bytes]) -> bytes:
+    """Unmasked frames as a server sends them: ``(first byte, payload)`` each."""
+    return b"".join(
+        encode_frame(first & 0x0F, payload, fin=bool(first & 0x80)) for first, payload in frames
+    )
+
+
+@pytest.mark.parametrize(
+    ("stream", "taken", "expected"),
+    [
+        # A run of small text and binary frames, all taken.
+        (
+            _server_frames((0x81, b"a"), (0x82, b"\x00\x01"), (0x81, "é".encode())),
+            None,
+            ["a", b"\x00\x01", "é"],
+        ),
+        # Stops before a control frame, a fragment and a 126-byte frame.
+        (_server_frames((0x81, b"a"), (0x89, b"ping")), 3, ["a"]),
+        (_server_frames((0x82, b"a"), (0x01, b"frag")), 3, [b"a"]),
+        (_server_frames((0x82, b""), (0x82, bytes(126))), 2, [b""]),
+        # Stops before invalid UTF-8 (the Python parser reports it) and an
+        # incomplete frame.
+        (_server_frames((0x81, b"ok"), (0x81, b"\xff")), 4, ["ok"]),
+        (_server_frames((0x81, b"ok"), (0x81, b"cut"))[:-1], 4, ["ok"]),
+        # A masked frame on the client side is not taken.
+        (encode_frame(TEXT, b"x", mask=b"abcd"), 0, []),
+    ],
+)
+def test_c_parser_takes_only_what_it_may(
+    masking: str, stream: bytes, taken: int | None, expected: list[str | bytes]
+) -> None:
+    if masking != "c":
+        return
+    parse_small = MASKERS["c"][2]
+    assert parse_small is not None
+    messages: list[str | bytes] = []
+    assert parse_small(stream, 0, False, 126, messages, -1) == (
+        len(stream) if taken is None else taken
+    )
+    assert messages == expected
+    assert [type(m) for m in messages] == [type(m) for m in expected]
+
+
+def test_c_parser_stops_at_max_messages_and_size(masking: str) -> None:
+    if masking != "c":
+        return
+    parse_small = MASKERS["c"][2]
+    assert parse_small is not None
+    stream = _server_frames(*[(0x81, b"%d" % k) for k in range(5)])
+    messages: list[str | bytes] = []
+    assert parse_small(stream, 0, False, 126, messages, 2) == 6
+    assert messages == ["0", "1"]
+    assert parse_small(stream, 6, False, 126, messages, 4) == 12
+    assert messages == ["0", "1", "2", "3"]
+    # ``small``: a frame of that many payload bytes or more is left (the size limit).
+    assert parse_small(_server_frames((0x81, b"abc")), 0, False, 3, [], -1) == 0
+    assert parse_small(_server_frames((0x81, b"abc")), 0, False, 4, [], -1) == 5
 
 
 def test_extensions_turn_the_fast_path_off() -> None:

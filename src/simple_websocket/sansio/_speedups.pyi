@@ -2,3 +2,12 @@ from typing_extensions import Buffer
 
 def apply_mask(data: Buffer, key: Buffer, /) -> bytes: ...
 def mask_into(buffer: Buffer, start: int, key: Buffer, end: int | None = None, /) -> None: ...
+def parse_small(
+    buf: bytes,
+    i: int,
+    masked: bool,
+    small: int,
+    messages: list[str | bytes],
+    max_messages: int,
+    /,
+) -> int: ...

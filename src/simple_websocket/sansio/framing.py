@@ -127,15 +127,20 @@ def _py_apply_mask(data: bytes | bytearray | memoryview, key: bytes) -> bytes | 
 
 _MaskInto = Callable[[bytearray, int, bytes, "int | None"], None]
 _ApplyMask = Callable[[bytes | bytearray | memoryview, bytes], bytes | bytearray]
+#: ``parse_small(buf, i, masked, small, messages, max_messages) -> i``: see
+#: ``_speedups.c``. Parses a run of small unfragmented data frames.
+_ParseSmall = Callable[[bytes, int, bool, int, list[str | bytes], int], int]
 
 try:
     from . import _speedups
 except ImportError:  # not compiled (no C compiler at install time): pure Python
     _c_apply_mask: _ApplyMask | None = None
     _c_mask_into: _MaskInto | None = None
+    _c_parse_small: _ParseSmall | None = None
 else:
     _c_apply_mask = _speedups.apply_mask
     _c_mask_into = _speedups.mask_into
+    _c_parse_small = _speedups.parse_small
 
 #: ``True`` when payloads are masked by the C extension ``_speedups`` (built at
 #: install time where a C compiler is available; ``SIMPLE_WEBSOCKET_NO_EXTENSIONS=1``
@@ -146,9 +151,13 @@ SPEEDUPS = _c_apply_mask is not None and not os.environ.get("SIMPLE_WEBSOCKET_NO
 #: ``buf[start:end]`` (``end=None``: to the end of ``buf``).
 _apply_mask: _ApplyMask = _py_apply_mask
 _mask_into: _MaskInto = _py_mask_into
+#: The C parser of small data frames, or ``None``: ``Protocol`` then parses every
+#: frame in Python (the same results).
+_parse_small: _ParseSmall | None = None
 if SPEEDUPS and _c_apply_mask is not None and _c_mask_into is not None:
     _apply_mask = _c_apply_mask
     _mask_into = _c_mask_into
+    _parse_small = _c_parse_small
 
 
 def rotate(key: bytes, offset: int) -> bytes:

@@ -262,7 +262,29 @@ class Protocol:
                 self.close_reason = None
             self.state = State.CLOSED
             return messages
-        self._parse(data if type(data) is bytes else bytes(data), messages, max_messages)
+        if type(data) is not bytes:
+            data = bytes(data)
+        parse_small = framing._parse_small
+        if parse_small is not None and not self._rbuf and self._partial is None and self.fast_path:
+            # The common case first: the bytes are whole small frames, parsed in C.
+            limit = self.max_message_size
+            i = parse_small(
+                data,
+                0,
+                not self.client,
+                126 if limit is None or limit > 124 else limit + 1,
+                messages,
+                -1 if max_messages is None else max_messages,
+            )
+            if i == len(data):
+                return messages
+            if max_messages is not None and len(messages) >= max_messages:
+                self._rbuf, self._rpos = data, i
+                self._stalled = True
+                return messages
+            self._parse(data, messages, max_messages, i)
+            return messages
+        self._parse(data, messages, max_messages)
         return messages
 
     def _drop_partial(self) -> None:
@@ -270,9 +292,16 @@ class Protocol:
             self._partial.release()
             self._partial = None
 
-    def _parse(self, data: bytes, messages: list[str | bytes], max_messages: int | None) -> None:
+    def _parse(
+        self,
+        data: bytes,
+        messages: list[str | bytes],
+        max_messages: int | None,
+        start: int = 0,
+    ) -> None:
+        """Parse ``data[start:]``, after the bytes left unparsed by the last call."""
         buf = data
-        i = 0
+        i = start
         if self._rbuf:
             buf, i = self._rbuf, self._rpos
             self._rbuf, self._rpos = b"", 0
@@ -288,6 +317,9 @@ class Protocol:
         # Frames of fewer payload bytes take the one-step path below.
         small = 126 if limit is None else min(126, limit + 1)
         partial = self._partial
+        # Runs of such frames are parsed in C when the extension is there.
+        parse_small = framing._parse_small if fast else None
+        budget = -1 if max_messages is None else max_messages
         while True:
             if partial is not None and partial.need:
                 # The payload of a data frame goes on.
@@ -313,6 +345,12 @@ class Protocol:
                     return
             elif n - i < 2:
                 break
+            elif (
+                parse_small is not None
+                and partial is None
+                and (j := parse_small(buf, i, mask_bit != 0, small, messages, budget)) != i
+            ):
+                i = j
             else:
                 first = buf[i]
                 second = buf[i + 1]
@@ -730,6 +768,8 @@ class Protocol:
             first |= 0x40
         n = len(payload)
         if not self.client:
+            if n < 126:
+                return bytes((first, n)) + payload  # header(), inlined
             return header(first, 0, n) + payload
         if n < 126:
             # The common small frame, with _mask_key() and header() inlined.

@@ -262,9 +262,13 @@ class Session:
         proto.defer_pongs = write_blocked
         inbox = self.inbox
         queue = inbox.messages
-        messages = proto.receive_data(
-            data, None if inbox.close_called else max(1, inbox.max_queue - len(queue))
-        )
+        if inbox.close_called:
+            room = None
+        else:
+            room = inbox.max_queue - len(queue)
+            if room < 1:
+                room = 1
+        messages = proto.receive_data(data, room)
         flags = 0
         if messages:
             flags = MESSAGES
