@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import gc
 import logging
 import pathlib
 import select
@@ -32,6 +33,8 @@ from simple_websocket import (
     HandshakeRejected,
     OpenTimeout,
 )
+
+from .asyncio.rawpeer import wait_for_condition
 
 
 async def ws_echo(conn):
@@ -398,6 +401,45 @@ async def test_serve_drops_clients_that_never_finish_the_handshake():
         writer.write(b"GET / HTTP/1.1\r\n")
         assert await asyncio.wait_for(reader.read(), 5) == b""
         writer.close()
+
+
+async def test_serve_open_timeout_drops_only_unfinished_handshakes():
+    """One deadline queue serves every handshake: a finished one ahead of a
+    stalled one is skipped, not dropped, and the stalled one is still dropped."""
+    async with simple_websocket.serve(echo, open_timeout=0.2) as server:
+        async with AioClient.connect(server.url) as ws:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(b"GET / HTTP/1.1\r\n")
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+            writer.close()
+            # Both deadlines have passed: the open connection is still served.
+            await ws.send("still open")
+            assert await ws.receive(timeout=5) == "still open"
+
+
+async def test_serve_does_not_keep_finished_connections_for_open_timeout():
+    """The handshake deadlines hold weak references: a connection that ended is
+    not kept in memory until its deadline; and once no handshake is under way,
+    no timer is left armed (it would cost every turn of the event loop)."""
+    async with simple_websocket.serve(echo, open_timeout=60) as server:
+        stalled = []
+        for _ in range(3):
+            _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            stalled.append(writer)
+            async with AioClient.connect(server.url) as ws:
+                await ws.send("x")
+                assert await ws.receive(timeout=5) == "x"
+        await asyncio.wait_for(wait_for_condition(lambda: len(server.connections) == 0), 5)
+        gc.collect()
+        # The stalled handshakes are still watched; the finished ones only
+        # through dead weak references.
+        assert len(server._handshakes) == 6
+        assert sum(ref() is not None for _, ref in server._handshakes) == 3
+        assert server._handshake_timer is not None
+        for writer in stalled:
+            writer.close()
+        await asyncio.wait_for(wait_for_condition(lambda: not server._handshakes), 5)
+        assert server._handshake_timer is None
 
 
 async def test_serve_shutdown_closes_connections_with_1001():

@@ -52,20 +52,21 @@ class KeyStream:
 
 
 MASKERS = {
-    "python": (protocol_module._py_apply_mask, protocol_module._py_mask_into, None),
+    "python": (protocol_module._py_apply_mask, protocol_module._py_mask_into, None, None),
     "c": (
         protocol_module._c_apply_mask,
         protocol_module._c_mask_into,
         protocol_module._c_parse_small,
+        protocol_module._c_build_frame,
     ),
 }
 
 
 @pytest.fixture(autouse=True, params=sorted(MASKERS))
 def masking(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test here runs with the C extension (masking and the small-frame parser)
-    and with the pure-Python code."""
-    apply_mask, mask_into, parse_small = MASKERS[request.param]
+    """Every test here runs with the C extension (masking, the small-frame parser
+    and the frame builder) and with the pure-Python code."""
+    apply_mask, mask_into, parse_small, build_frame = MASKERS[request.param]
     if apply_mask is None:
         if os.environ.get("SIMPLE_WEBSOCKET_NO_EXTENSIONS"):
             pytest.skip("the C extension is turned off (SIMPLE_WEBSOCKET_NO_EXTENSIONS)")
@@ -73,6 +74,7 @@ def masking(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(protocol_module, "_apply_mask", apply_mask)
     monkeypatch.setattr(protocol_module, "_mask_into", mask_into)
     monkeypatch.setattr(protocol_module, "_parse_small", parse_small)
+    monkeypatch.setattr(protocol_module, "_build_frame", build_frame)
     return str(request.param)
 
 
@@ -261,7 +263,7 @@ def test_masking_helpers(size: int) -> None:
 def test_c_masking_checks_its_arguments(masking: str) -> None:
     if masking != "c":
         return
-    apply_mask, mask_into, _ = MASKERS["c"]
+    apply_mask, mask_into, _, _ = MASKERS["c"]
     assert apply_mask is not None and mask_into is not None
     with pytest.raises(ValueError, match="4 bytes"):
         apply_mask(b"data", b"abc")
@@ -290,6 +292,49 @@ def test_c_parser_checks_its_arguments(masking: str) -> None:
         parse_small(b"\x81\x00", 0, False, 126, [])
     with pytest.raises(ValueError, match="outside"):
         parse_small(b"\x81\x00", 3, False, 126, [], -1)
+
+
+def test_c_builder_checks_its_arguments(masking: str) -> None:
+    if masking != "c":
+        return
+    build_frame = MASKERS["c"][3]
+    assert build_frame is not None
+    with pytest.raises(ValueError, match="4 bytes"):
+        build_frame(0x82, b"data", b"abc")
+    with pytest.raises(ValueError, match="between 0 and 255"):
+        build_frame(256, b"data", None)
+    with pytest.raises(TypeError):
+        build_frame(0x82, 42, None)
+    with pytest.raises(TypeError):
+        build_frame(0x82, b"data")
+    with pytest.raises(UnicodeEncodeError):
+        build_frame(0x81, "\ud800", None)  # a lone surrogate has no UTF-8
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 70001])
+@pytest.mark.parametrize("key", [None, b"\x01\x02\x03\xff"])
+@pytest.mark.parametrize("kind", ["ascii", "utf-8", "bytes", "bytearray", "memoryview"])
+def test_c_builder_matches_the_reference_encoder(
+    masking: str, size: int, key: bytes | None, kind: str
+) -> None:
+    """Every header size, masked and not, every payload type: the same bytes as
+    the independent encoder of the test peer."""
+    if masking != "c":
+        return
+    build_frame = MASKERS["c"][3]
+    assert build_frame is not None
+    text = kind in ("ascii", "utf-8")
+    data: Any
+    if kind == "ascii":
+        data = ("abc" * size)[:size]
+    elif kind == "utf-8":
+        data = ("é€" * size)[: size // 2]
+    else:
+        raw = random.Random(size).randbytes(size)
+        data = {"bytes": raw, "bytearray": bytearray(raw), "memoryview": memoryview(raw)}[kind]
+    payload = data.encode("utf-8") if text else bytes(data)
+    expected = encode_frame(TEXT if text else BINARY, payload, mask=key)
+    assert build_frame(0x81 if text else 0x82, data, key) == expected
 
 
 def _server_frames(*frames: tuple[int, bytes]) -> bytes:

@@ -167,7 +167,9 @@ class Connection(BaseConnection):
         subprotocol: str | None = None,
     ) -> None:
         """Start the connection on ``transport`` once the handshake is done."""
-        loop = asyncio.get_running_loop()
+        # (get_running_loop() costs a getpid() system call on Python 3.11: the
+        # server sets the loop it runs on beforehand.)
+        loop = self._loop or asyncio.get_running_loop()
         self._loop = loop
         self._transport = transport
         proto = Protocol(

@@ -8,6 +8,8 @@ import inspect
 import os
 import socket
 import ssl as ssl_module
+import weakref
+from collections import deque
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from types import TracebackType
 from typing import Any, Generic, Self
@@ -236,17 +238,20 @@ class _ServerProtocol(StreamProtocol):
         super().__init__()
         self.server = server
         self.buffer = bytearray()
-        self.timer: asyncio.TimerHandle | None = None
+        # The server's open_timeout applies until the handshake is over.
+        self.timed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.on_handshake_data = self._head_data
-        timeout = self.server.open_timeout
-        if timeout is not None:
-            self.timer = asyncio.get_running_loop().call_later(timeout, self._timed_out)
+        if self.server.open_timeout is not None:
+            self.timed = True
+            self.server._watch_handshake(self)
 
     def _timed_out(self) -> None:
-        if self.conn is None and self.transport is not None:
+        """The server's ``open_timeout`` passed: drop a handshake still under way."""
+        if self.timed and self.conn is None and self.transport is not None:
+            self._stop_timer()
             self.server.logger.info("opening handshake timed out; closing the connection")
             self.transport.abort()
 
@@ -272,7 +277,9 @@ class _ServerProtocol(StreamProtocol):
             return
         # Bytes that arrive while process_request runs wait in the buffer.
         self.on_handshake_data = self.buffer.extend
-        task = asyncio.get_running_loop().create_task(self._process(request))
+        task = (self.server._loop or asyncio.get_running_loop()).create_task(
+            self._process(request)
+        )
         self.server._track(task)
 
     def _check_head_size(self) -> None:
@@ -337,9 +344,9 @@ class _ServerProtocol(StreamProtocol):
         self.server._start_handler(conn)
 
     def _stop_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        if self.timed:
+            self.timed = False
+            self.server._handshake_over()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._stop_timer()
@@ -436,11 +443,55 @@ class WebSocketServer(Generic[C]):
         # The handler task of each connection, while it runs.
         self._handlers: dict[C, asyncio.Task[None]] = {}
         self._server: asyncio.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # The handshakes under open_timeout, oldest first (all get the same time, so
+        # their deadlines come in this order), and the one timer for the oldest:
+        # cheaper than a timer per connection, which nearly always ends cancelled.
+        # Weak references: a connection that is long gone is not kept for this.
+        self._handshakes: deque[tuple[float, weakref.ref[_ServerProtocol]]] = deque()
+        self._handshake_timer: asyncio.TimerHandle | None = None
+        # How many of them are still under way: with none, no timer runs (an armed
+        # timer costs every iteration of the event loop a little).
+        self._handshaking = 0
         # Fail early on options the connection class does not take.
         connection_class(**self.accept_options)
 
     def _new_connection(self) -> C:
-        return self.connection_class(**self.accept_options)
+        conn = self.connection_class(**self.accept_options)
+        conn._loop = self._loop
+        return conn
+
+    def _watch_handshake(self, proto: _ServerProtocol) -> None:
+        """Drop ``proto``'s connection if its handshake is not over in ``open_timeout``."""
+        loop = self._loop
+        assert loop is not None and self.open_timeout is not None
+        deadline = loop.time() + self.open_timeout
+        self._handshakes.append((deadline, weakref.ref(proto)))
+        self._handshaking += 1
+        if self._handshake_timer is None:
+            self._handshake_timer = loop.call_at(deadline, self._handshake_deadlines)
+
+    def _handshake_over(self) -> None:
+        """A watched handshake ended (either way)."""
+        self._handshaking -= 1
+        if not self._handshaking:
+            self._handshakes.clear()
+            if self._handshake_timer is not None:
+                self._handshake_timer.cancel()
+                self._handshake_timer = None
+
+    def _handshake_deadlines(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        self._handshake_timer = None
+        now = loop.time()
+        pending = self._handshakes
+        while pending and pending[0][0] <= now:
+            proto = pending.popleft()[1]()
+            if proto is not None:
+                proto._timed_out()
+        if pending:
+            self._handshake_timer = loop.call_at(pending[0][0], self._handshake_deadlines)
 
     def _start_handler(self, conn: C) -> None:
         self.connections.add(conn)
@@ -482,7 +533,7 @@ class WebSocketServer(Generic[C]):
     async def start(self) -> Self:
         """Start listening (done by ``await`` and ``async with``)."""
         if self._server is None:
-            loop = asyncio.get_running_loop()
+            loop = self._loop = asyncio.get_running_loop()
             # The TLS handshake happens before connection_made() starts the
             # open_timeout timer: give it the same limit.
             tls_timeout = self.open_timeout if self._ssl is not None else None

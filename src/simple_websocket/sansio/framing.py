@@ -130,6 +130,8 @@ _ApplyMask = Callable[[bytes | bytearray | memoryview, bytes], bytes | bytearray
 #: ``parse_small(buf, i, masked, small, messages, max_messages) -> i``: see
 #: ``_speedups.c``. Parses a run of small unfragmented data frames.
 _ParseSmall = Callable[[bytes, int, bool, int, list[str | bytes], int], int]
+#: ``build_frame(first, payload, key) -> frame``: see ``_speedups.c``.
+_BuildFrame = Callable[[int, "str | bytes | bytearray | memoryview", "bytes | None"], bytes]
 
 try:
     from . import _speedups
@@ -137,10 +139,12 @@ except ImportError:  # not compiled (no C compiler at install time): pure Python
     _c_apply_mask: _ApplyMask | None = None
     _c_mask_into: _MaskInto | None = None
     _c_parse_small: _ParseSmall | None = None
+    _c_build_frame: _BuildFrame | None = None
 else:
     _c_apply_mask = _speedups.apply_mask
     _c_mask_into = _speedups.mask_into
     _c_parse_small = _speedups.parse_small
+    _c_build_frame = _speedups.build_frame
 
 #: ``True`` when payloads are masked by the C extension ``_speedups`` (built at
 #: install time where a C compiler is available; ``SIMPLE_WEBSOCKET_NO_EXTENSIONS=1``
@@ -154,10 +158,13 @@ _mask_into: _MaskInto = _py_mask_into
 #: The C parser of small data frames, or ``None``: ``Protocol`` then parses every
 #: frame in Python (the same results).
 _parse_small: _ParseSmall | None = None
+#: The C frame builder, or ``None``: frames are then built in Python.
+_build_frame: _BuildFrame | None = None
 if SPEEDUPS and _c_apply_mask is not None and _c_mask_into is not None:
     _apply_mask = _c_apply_mask
     _mask_into = _c_mask_into
     _parse_small = _c_parse_small
+    _build_frame = _c_build_frame
 
 
 def rotate(key: bytes, offset: int) -> bytes:

@@ -222,6 +222,9 @@ def check_subprotocols(value: Any, name: str = "subprotocols") -> list[str]:
 _SEPARATORS = frozenset('()<>@,;:\\"/[]?={} \t')
 
 
+_LOGGER = logging.getLogger("simple_websocket")
+
+
 def check_logger(value: Any) -> logging.Logger | logging.LoggerAdapter[Any]:
     """Return the logger ``logger=`` names (``None``: the ``simple_websocket`` one).
 
@@ -230,7 +233,7 @@ def check_logger(value: Any) -> logging.Logger | logging.LoggerAdapter[Any]:
             name or ``None``.
     """
     if value is None:
-        return logging.getLogger("simple_websocket")
+        return _LOGGER
     if isinstance(value, str):
         return logging.getLogger(value)
     if isinstance(value, (logging.Logger, logging.LoggerAdapter)):
