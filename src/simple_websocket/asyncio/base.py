@@ -277,7 +277,23 @@ class BaseConnection:
             return await router.receive(timeout)
         if messages:
             return self._take() if inbox.paused else messages.popleft()
-        return await self._receive_wait(timeout)
+        if timeout is not None or inbox.finished:
+            return await self._receive_wait(timeout)
+        # _receive_wait(None) written out: one coroutine less per message waited for.
+        loop = self._loop or asyncio.get_running_loop()
+        while True:
+            waiter: asyncio.Future[Any] = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if not waiter.done() or waiter.cancelled():
+                    with contextlib.suppress(ValueError):
+                        self._waiters.remove(waiter)
+            if messages:
+                return self._take() if inbox.paused else messages.popleft()
+            if inbox.finished:
+                raise inbox.closed_error()
 
     async def _receive_unrouted(self, timeout: float | None) -> Message | None:
         """:meth:`receive` without the subscriptions: what their router reads."""
