@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from aiohttp import web
+
 import simple_websocket
-from simple_websocket import AioClient, AioServer, serve
+from simple_websocket import AioClient, AioServer, MessageHandler, serve
 
 
 class PreferV2(simple_websocket.AioServer):
@@ -43,3 +45,29 @@ async def settings_and_unix_sockets(handler: Callable[[AioServer], Awaitable[Non
     async with serve(handler, unix_socket="/run/app/ws.sock") as server:
         ws = await AioClient.connect(server.url, unix_socket="/run/app/ws.sock")
         await ws.close()
+
+
+class Echo(MessageHandler[AioServer]):
+    def on_open(self, ws: AioServer) -> None:
+        print("open:", ws.remote_address)
+
+    def on_message(self, ws: AioServer, message: str | bytes) -> None:
+        ws.send_nowait(message)
+
+    def on_close(self, ws: AioServer) -> None:
+        print("closed:", ws.close_reason, ws.close_message)
+
+
+async def run_echo_server() -> None:
+    server = await serve(Echo(), port=8000)
+    print(server.url)
+    await server.serve_forever()
+
+
+echo = Echo()
+
+
+async def websocket(request: web.Request) -> web.Response:
+    ws = await AioServer.accept(aiohttp=request)
+    await echo(ws)
+    return web.Response()

@@ -11,7 +11,7 @@ from typing import Literal, assert_type
 from pydantic import BaseModel
 
 import simple_websocket
-from simple_websocket import AioClient, AioServer, TypedChannel
+from simple_websocket import AioClient, AioServer, ASGIConnection, MessageHandler, TypedChannel
 
 
 class Tick(BaseModel):
@@ -70,3 +70,22 @@ async def wrong_calls(url: str) -> None:
 async def asgi(scope: dict[str, object], receive: object, send: object) -> None:
     ws = await AioServer.accept(asgi=(scope, receive, send))
     print(ws.mode)  # E: "ASGIConnection" has no attribute "mode"
+
+
+class SlowEcho(MessageHandler[AioServer]):
+    # Callbacks cannot wait: an async one is refused (a TypeError at run time too).
+    async def on_message(  # E: of "on_message" incompatible with return type "None"
+        self, ws: AioServer, data: str | bytes
+    ) -> None:
+        await ws.send(data)
+
+
+class Echo(MessageHandler[AioServer]):
+    def on_message(self, ws: AioServer, message: str | bytes) -> None:
+        ws.send_nowait(message)
+
+
+async def callback_mistakes(ws: AioServer, asgi: ASGIConnection) -> None:
+    await ws.send_nowait("x")  # E: "send_nowait" of "Connection" does not return a value
+    # A handler for AioServer connections does not take an ASGI connection.
+    await Echo()(asgi)  # E: Argument 1 to "__call__" of "MessageHandler" has incompatible type
