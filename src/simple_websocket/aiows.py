@@ -855,24 +855,6 @@ S = TypeVar("S", bound=AioServer)
 
 @overload
 def serve(
-    handler: Callable[[AioServer], Awaitable[object]],
-    host: str | None = "127.0.0.1",
-    port: int = 0,
-    *,
-    open_timeout: float | None = 10.0,
-    sock: socket.socket | None = None,
-    ssl: ssl.SSLContext | None = None,
-    process_request: ProcessRequest | None = None,
-    backlog: int = 100,
-    max_message_size: int | None = SERVE_MAX_MESSAGE_SIZE,
-    unix_socket: str | os.PathLike[str] | None = None,
-    logger: LoggerLike | None = None,
-    **accept_options: Any,
-) -> WebSocketServer[AioServer]: ...
-
-
-@overload
-def serve(
     handler: Callable[[S], Awaitable[object]],
     host: str | None = "127.0.0.1",
     port: int = 0,
@@ -888,6 +870,24 @@ def serve(
     logger: LoggerLike | None = None,
     **accept_options: Any,
 ) -> WebSocketServer[S]: ...
+
+
+@overload
+def serve(
+    handler: Callable[[AioServer], Awaitable[object]],
+    host: str | None = "127.0.0.1",
+    port: int = 0,
+    *,
+    open_timeout: float | None = 10.0,
+    sock: socket.socket | None = None,
+    ssl: ssl.SSLContext | None = None,
+    process_request: ProcessRequest | None = None,
+    backlog: int = 100,
+    max_message_size: int | None = SERVE_MAX_MESSAGE_SIZE,
+    unix_socket: str | os.PathLike[str] | None = None,
+    logger: LoggerLike | None = None,
+    **accept_options: Any,
+) -> WebSocketServer[AioServer]: ...
 
 
 def serve(

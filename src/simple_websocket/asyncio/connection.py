@@ -112,6 +112,7 @@ class Connection(BaseConnection):
         "_timer",
         "_transport",
         "_writable_hook",
+        "_writable_task",
         "_write_paused",
     )
 
@@ -152,6 +153,8 @@ class Connection(BaseConnection):
         self._listener_state = _NEW
         self._on_listener_end: Callable[[Connection], None] | None = None
         self._dispatching = False
+        # Resumes reading once a foreign transport's write buffer drained.
+        self._writable_task: asyncio.Task[None] | None = None
 
     @property
     def is_server(self) -> bool:
@@ -250,8 +253,11 @@ class Connection(BaseConnection):
         assert session is not None
         if flags & MESSAGES:
             if self._listener is not None:
-                # Callbacks take every message now: reading need not pause.
-                self._dispatch()
+                # Callbacks take every message now: reading need not pause. With
+                # CLOSED, _finished() below delivers them, once the close code and
+                # reason that on_close() reads are set.
+                if not flags & CLOSED:
+                    self._dispatch()
             else:
                 if flags & PAUSE:
                     self._pause_reading()
@@ -405,6 +411,13 @@ class Connection(BaseConnection):
             self._fail(CloseCode.INTERNAL_ERROR, "Internal server error")
         finally:
             self._dispatching = False
+        hook = self._blocked_hook
+        if hook is not None and self._writable_task is None and hook():
+            # A transport that is not ours (aiohttp's) reports no pause_writing():
+            # stop reading until its buffer drained, as _pause_writing() does.
+            self._pause_reading()
+            assert self._loop is not None
+            self._writable_task = self._loop.create_task(self._read_when_writable())
         if inbox.finished and not messages and self._listener_state != _ENDED:
             self._listener_state = _ENDED
             self._listener = None
@@ -416,6 +429,16 @@ class Connection(BaseConnection):
             if on_end is not None:
                 self._on_listener_end = None
                 on_end(self)
+
+    async def _read_when_writable(self) -> None:
+        try:
+            while self._write_blocked() and not self._gone:
+                await self._wait_writable()
+        except Exception:
+            return  # the transport failed meanwhile: its end is reported as such
+        finally:
+            self._writable_task = None
+        self._resume_reading()
 
     def _finished(self) -> None:
         super()._finished()

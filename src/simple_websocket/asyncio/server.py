@@ -138,7 +138,9 @@ def check_origin(request: HandshakeRequest, origins: Sequence[str | None] | None
 Handler = Callable[[Any], Awaitable[Any]]
 
 
-W = TypeVar("W", bound=BaseConnection, default=ServerConnection)
+#: The connection a MessageHandler's callbacks take (contravariant: a handler of any
+#: connection serves an AioServer too).
+W = TypeVar("W", bound=BaseConnection, default=ServerConnection, contravariant=True)
 
 
 class MessageHandler(Generic[W]):
@@ -277,9 +279,7 @@ class _ServerProtocol(StreamProtocol):
             return
         # Bytes that arrive while process_request runs wait in the buffer.
         self.on_handshake_data = self.buffer.extend
-        task = (self.server._loop or asyncio.get_running_loop()).create_task(
-            self._process(request)
-        )
+        task = (self.server._loop or asyncio.get_running_loop()).create_task(self._process(request))
         self.server._track(task)
 
     def _check_head_size(self) -> None:
