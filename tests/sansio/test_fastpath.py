@@ -16,6 +16,8 @@ import asyncio
 import os
 import random
 import struct
+import subprocess
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -1044,3 +1046,27 @@ def test_wsproto_path_unmasks_fragments_read_in_odd_pieces(read_size: int) -> No
             received += proto.receive_data(chunk)
         assert received == [payload]
         assert not proto.failed
+
+
+def test_the_environment_turns_every_c_path_off() -> None:
+    """``SIMPLE_WEBSOCKET_NO_EXTENSIONS=1`` at run time: masking, the small-frame
+    parser and the frame builder are all the Python ones, and a connection works."""
+    code = (
+        "from simple_websocket.sansio import framing\n"
+        "from simple_websocket.sansio.protocol import Protocol\n"
+        "assert not framing.SPEEDUPS\n"
+        "assert framing._parse_small is None and framing._build_frame is None\n"
+        "assert framing._apply_mask is framing._py_apply_mask\n"
+        "client, server = Protocol(True, ()), Protocol(False, ())\n"
+        "assert server.receive_data(client.send('é' * 40)) == ['é' * 40]\n"
+    )
+    env = {**os.environ, "SIMPLE_WEBSOCKET_NO_EXTENSIONS": "1"}
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=30)
+    if MASKERS["c"][0] is not None:
+        env.pop("SIMPLE_WEBSOCKET_NO_EXTENSIONS")
+        code = (
+            "from simple_websocket.sansio import framing\n"
+            "assert framing.SPEEDUPS and framing._parse_small is not None\n"
+            "assert framing._build_frame is not None\n"
+        )
+        subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=30)

@@ -265,7 +265,13 @@ class Protocol:
         if type(data) is not bytes:
             data = bytes(data)
         parse_small = framing._parse_small
-        if parse_small is not None and not self._rbuf and self._partial is None and self.fast_path:
+        if (
+            parse_small is not None
+            and not self._rbuf
+            and self._partial is None
+            and self.fast_path
+            and self._fast_deflate is None
+        ):
             # The common case first: the bytes are whole small frames, parsed in C.
             limit = self.max_message_size
             i = parse_small(
@@ -317,8 +323,9 @@ class Protocol:
         # Frames of fewer payload bytes take the one-step path below.
         small = 126 if limit is None else min(126, limit + 1)
         partial = self._partial
-        # Runs of such frames are parsed in C when the extension is there.
-        parse_small = framing._parse_small if fast else None
+        # Runs of such frames are parsed in C when the extension is there (not with
+        # permessage-deflate: nearly every frame is compressed then).
+        parse_small = framing._parse_small if fast and self._fast_deflate is None else None
         budget = -1 if max_messages is None else max_messages
         while True:
             if partial is not None and partial.need:
