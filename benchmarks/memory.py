@@ -38,9 +38,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import BACKLOG, OURS, PICOWS, REPO, SRC, import_simple_websocket
+from .common import BACKLOG, CALLBACKS, OURS, PICOWS, REPO, SRC, import_simple_websocket
 
-CANDIDATES = {OURS: "simple_websocket (ours)", "websockets": "websockets", PICOWS: "picows"}
+CANDIDATES = {
+    OURS: "simple_websocket (ours)",
+    CALLBACKS: "ours: MessageHandler callbacks",
+    "websockets": "websockets",
+    PICOWS: "picows",
+}
 ROLES = ("client", "server")
 UPGRADE_RESPONSE = (
     b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -314,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     for rnd in range(args.rounds):
         for role in roles:
             for cand in candidates[rnd % len(candidates) :] + candidates[: rnd % len(candidates)]:
+                if cand == CALLBACKS and role == "client":
+                    continue  # a server-side way of handling messages
                 per = measure(cand, role, args.connections)
                 results[cand][role].append(per)
                 print(
@@ -332,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
         cells = []
         for role in roles:
             values = [v / 1024 for v in results[cand][role]]
+            if not values:
+                cells.append("-")
+                continue
             cells.append(f"{statistics.median(values):.1f} [{min(values):.1f} - {max(values):.1f}]")
         print(f"| {CANDIDATES[cand]} | " + " | ".join(cells) + " |")
     return 0
