@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from wsproto.extensions import PerMessageDeflate
 
@@ -861,6 +861,26 @@ def _build(client: bool, kinds: list[tuple[str, Any]]) -> bytes:
     limit=st.one_of(st.none(), st.integers(min_value=0, max_value=400)),
     close=st.booleans(),
     eof=st.booleans(),
+)
+# Found by a deep search: the C parser took the only message allowed by
+# max_messages and every byte, and did not report the parse as stalled.
+@example(
+    client=False,
+    kinds=[("text", "")],
+    splits=[],
+    max_messages=1,
+    limit=None,
+    close=False,
+    eof=False,
+)
+@example(
+    client=True,
+    kinds=[("text", "a"), ("binary", b"b")],
+    splits=[],
+    max_messages=2,
+    limit=None,
+    close=True,
+    eof=False,
 )
 def test_random_streams_give_the_same_results(
     client: bool,

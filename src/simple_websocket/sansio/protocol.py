@@ -282,11 +282,14 @@ class Protocol:
                 messages,
                 -1 if max_messages is None else max_messages,
             )
-            if i == len(data):
-                return messages
             if max_messages is not None and len(messages) >= max_messages:
-                self._rbuf, self._rpos = data, i
+                # As _parse() does: stalled once max_messages are out, even when no
+                # byte is left (the next call then parses nothing more).
+                if i < len(data):
+                    self._rbuf, self._rpos = data, i
                 self._stalled = True
+                return messages
+            if i == len(data):
                 return messages
             self._parse(data, messages, max_messages, i)
             return messages
