@@ -13,6 +13,7 @@ import binascii
 import functools
 import hashlib
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -120,8 +121,11 @@ class WSURL:
 _PATH_SAFE = "!#$%&'()*+,-./:;=?@[]^_`{|}~"
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _has_control(text: str) -> bool:
-    return any(ord(c) < 32 or ord(c) == 127 for c in text)
+    return _CONTROL.search(text) is not None
 
 
 @_remember_urls
@@ -941,20 +945,22 @@ class ClientHandshake:
         def fail(detail: str) -> None:
             raise HandshakeError(detail, 101)
 
-        if "websocket" not in [t.lower() for t in get_tokens(headers, "Upgrade")]:
+        # One pass over the headers serves every lookup below.
+        index = _index_headers(headers)
+        if "websocket" not in [t.lower() for t in _index_tokens(index, "upgrade")]:
             fail("response lacks 'Upgrade: websocket'")
-        if "upgrade" not in [t.lower() for t in get_tokens(headers, "Connection")]:
+        if "upgrade" not in [t.lower() for t in _index_tokens(index, "connection")]:
             fail("response lacks 'Connection: Upgrade'")
-        if get_header(headers, "Sec-WebSocket-Accept") != accept_key(self.key):
+        if _index_first(index, "sec-websocket-accept") != accept_key(self.key):
             fail("wrong Sec-WebSocket-Accept")
-        protocols = get_tokens(headers, "Sec-WebSocket-Protocol")
+        protocols = _index_tokens(index, "sec-websocket-protocol")
         if len(protocols) > 1:
             fail("more than one subprotocol selected")
         if protocols:
             if protocols[0] not in self.subprotocols:
                 fail(f"server selected subprotocol {protocols[0]!r}, which was not offered")
             self.subprotocol = protocols[0]
-        for accepted in get_tokens(headers, "Sec-WebSocket-Extensions"):
+        for accepted in _index_tokens(index, "sec-websocket-extensions"):
             name = accepted.split(";", 1)[0].strip()
             for ext in self._offered:
                 if ext.name == name and ext not in self.extensions:

@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import math
 import numbers
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
@@ -186,7 +187,7 @@ def check_header_value(name: str, value: Any, *, optional: bool = True) -> str |
         raise TypeError(
             f"{name} must be a str{' or None' if optional else ''}, not {describe(value)}"
         )
-    if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
+    if _HEADER_CONTROL.search(value):
         raise ValueError(f"{name} must not contain control characters: {value!r}")
     try:
         value.encode("latin-1")
@@ -214,12 +215,15 @@ def check_subprotocols(value: Any, name: str = "subprotocols") -> list[str]:
     for item in items:
         if not isinstance(item, str):
             raise TypeError(f"{name} must hold only str, not {describe(item)}")
-        if not item or any(c in _SEPARATORS or ord(c) <= 32 or ord(c) >= 127 for c in item):
+        if not _TOKEN.fullmatch(item):
             raise ValueError(f"{name}: {item!r} is not a valid subprotocol name (an HTTP token)")
     return items
 
 
-_SEPARATORS = frozenset('()<>@,;:\\"/[]?={} \t')
+#: A control character other than horizontal tab (CR and LF would end a header).
+_HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+#: An HTTP token (RFC 7230 3.2.6): visible ASCII except the separators.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 _LOGGER = logging.getLogger("simple_websocket")
