@@ -81,6 +81,9 @@ async def open_connection(
     Cancellation closes the transport, if one was opened.
     """
     loop = asyncio.get_running_loop()
+    # The connection runs on this loop: _attach() need not ask for it (on Python
+    # 3.11, get_running_loop() makes a getpid() system call).
+    conn._loop = loop
     via = None if unix_socket is not None else select_proxy(proxy, url, os.environ)
     handshake = ClientHandshake(
         url, subprotocols, headers, compression, user_agent=user_agent, origin=origin
