@@ -284,6 +284,12 @@ build_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     if (PyUnicode_Check(args[1])) {
+#if PY_VERSION_HEX < 0x030C0000
+        /* Before 3.12 a str may still need its canonical form made. */
+        if (PyUnicode_READY(args[1]) < 0) {
+            goto done;
+        }
+#endif
         if (PyUnicode_IS_ASCII(args[1])) {
             /* ASCII is its own UTF-8: no encoding step. */
             payload = PyUnicode_DATA(args[1]);
