@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from .common import CALLBACKS, FULL, OURS, PICOWS, RAW
-from .run import Peer, _run_worker, _start_process, _stop_process, _timing_args
+from .run import Peer, _run_worker, _start_process, _stop_process, _timing_args, client_url
 
 SCENARIOS = ("latency", "handshakes", "connections", "pipelined")
 DEFAULT_CANDIDATES = (OURS, CALLBACKS, PICOWS)
@@ -104,12 +104,7 @@ def client_instructions(
     Raises:
         RuntimeError: A worker failed, or both runs covered as many items.
     """
-    if candidate == RAW:
-        url = peer.tcp_url
-    elif scenario == "compressed":
-        url = peer.deflate_url
-    else:
-        url = peer.ws_url
+    url = client_url(candidate, scenario, peer)
     runs = []
     for length in (seconds / 3, seconds):
         out = workdir / f"client-{candidate}-{scenario}-{length:g}.out"

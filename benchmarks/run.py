@@ -334,6 +334,15 @@ def _timing_args(base: Settings) -> list[str]:
     ]
 
 
+def client_url(cand: str, scen: str, peer: Peer) -> str:
+    """The peer's address a client-role worker of ``cand`` connects to in ``scen``."""
+    if cand == RAW:
+        return peer.tcp_url
+    if scen == "compressed":
+        return peer.deflate_url
+    return peer.ws_url
+
+
 def _measure_client(
     cand: str,
     scen: str,
@@ -343,12 +352,7 @@ def _measure_client(
     limit: float,
     profile: Path | None,
 ) -> dict[str, Any]:
-    if cand == RAW:
-        url = peer.tcp_url
-    elif scen == "compressed":
-        url = peer.deflate_url
-    else:
-        url = peer.ws_url
+    url = client_url(cand, scen, peer)
     cmd = [sys.executable, "-m", "benchmarks.run", "--worker", cand, scen, "--url", url]
     cmd += _timing_args(base)
     cmd += ["--sw11-dir", str(SW11_DIR)]
