@@ -34,7 +34,7 @@ import socket
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 from typing import Protocol as TypingProtocol
 
 from wsproto.extensions import Extension
@@ -193,7 +193,9 @@ class Connection(BaseConnection):
         )
         self.subprotocol = subprotocol
         self.connected = True
-        self._arm_timer()
+        if self._session.next_ping is not None:
+            # (Nothing else is due yet: without keepalive pings, no timer.)
+            self._arm_timer()
 
     @property
     def transport(self) -> asyncio.Transport | None:
@@ -275,7 +277,8 @@ class Connection(BaseConnection):
                 # Before waking anyone: with nothing left to write, the transport
                 # reports its end first, so that the woken tasks find it closed
                 # (close() then returns without waiting for another iteration).
-                self._flush()
+                if self._coalesced is not None:
+                    self._flush()
                 transport.close()
                 # (A TLS transport first exchanges close_notify, which may not come.)
                 ending = (
@@ -283,7 +286,8 @@ class Connection(BaseConnection):
                     and transport.get_extra_info("sslcontext") is None
                 )
             self._finished()
-            self._wake_pong_waiters()
+            if self._pong_waiters:
+                self._wake_pong_waiters()
             if not ending:
                 # The deadline that aborts a transport whose end does not come.
                 self._arm_timer()
@@ -441,7 +445,14 @@ class Connection(BaseConnection):
         self._resume_reading()
 
     def _finished(self) -> None:
-        super()._finished()
+        # BaseConnection._finished(), written out (once per connection, but on the
+        # path of every short-lived one).
+        inbox = self._inbox
+        self.connected = False
+        self.close_reason = inbox.close_code
+        self.close_message = inbox.close_reason
+        if self._waiters:
+            self._wake_receivers()
         if self._listener is not None:
             self._dispatch()
 
@@ -617,10 +628,18 @@ class Connection(BaseConnection):
         if session is None or session.protocol.state is not _OPEN or self._inbox.close_called:
             raise self._send_closed_error()
         proto = session.protocol
-        if type(data) is str:
-            self._write(proto.send_frame(data))
-        else:
+        if type(data) is not str:
             self._write_message(proto, data)
+            return
+        frame = proto.send_frame(data)
+        transport = self._transport
+        if self._burst or self._coalesced is not None or transport is None:
+            self._write(frame)
+        elif not transport.is_closing():
+            # _write(), written out for the first frame of a burst: the answer to
+            # a message goes straight to the transport.
+            self._burst = True
+            transport.write(frame)
 
     async def _wait_send_turn(self) -> None:
         """Wait until every earlier blocked ``send()`` wrote and writing is possible.
@@ -745,6 +764,25 @@ class Connection(BaseConnection):
                     self._lost_waiters.remove(waiter)
 
 
+def wants_nodelay(sock: Any) -> bool:
+    """Whether ``sock`` is a TCP socket on which asyncio left Nagle's algorithm on.
+
+    asyncio turns it off only where ``sock.proto`` is TCP (see
+    :meth:`StreamProtocol.connection_made`).
+    """
+    return (
+        sock.proto != socket.IPPROTO_TCP
+        and sock.family in (socket.AF_INET, socket.AF_INET6)
+        and sock.type == socket.SOCK_STREAM
+    )
+
+
+def set_nodelay(sock: Any) -> None:
+    """Turn Nagle's algorithm off on ``sock`` (a failure is ignored)."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class _ReadBuffer(threading.local):
     """The buffer the transports of one thread read into (see :class:`StreamProtocol`)."""
 
@@ -813,17 +851,10 @@ class StreamProtocol(asyncio.BufferedProtocol):
         ``accept(sock=...)``) has ``proto`` 0. With Nagle on, the last small frame
         of a burst waits for the peer's delayed ACK, up to 40 ms.
         """
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
-        if (
-            sock is not None
-            and sock.proto != socket.IPPROTO_TCP
-            and sock.family in (socket.AF_INET, socket.AF_INET6)
-            and sock.type == socket.SOCK_STREAM
-        ):
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if sock is not None and wants_nodelay(sock):
+            set_nodelay(sock)
 
     def attach(self, conn: Connection) -> None:
         """Route everything the transport reports to ``conn`` from now on."""

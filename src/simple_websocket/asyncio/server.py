@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import os
 import socket
@@ -12,7 +13,7 @@ import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from types import TracebackType
-from typing import Any, Generic, Self
+from typing import Any, Generic, Self, cast
 
 from typing_extensions import TypeVar
 
@@ -38,7 +39,7 @@ from ..sansio.options import (
 )
 from ..sansio.protocol import CloseCode
 from .base import BaseConnection, _wake
-from .connection import Connection, Message, StreamProtocol
+from .connection import Connection, Message, StreamProtocol, set_nodelay, wants_nodelay
 
 __all__ = [
     "HTTPResponse",
@@ -244,11 +245,23 @@ class _ServerProtocol(StreamProtocol):
         self.timed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
+        # StreamProtocol.connection_made(), with the Nagle check made once per
+        # server: every socket it accepts is of the same kind (reading a socket's
+        # family and type costs two enum conversions).
+        self.transport = cast(asyncio.Transport, transport)
+        server = self.server
+        nodelay = server._nodelay
+        if nodelay is not False:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                if nodelay is None:
+                    nodelay = server._nodelay = wants_nodelay(sock)
+                if nodelay:
+                    set_nodelay(sock)
         self.on_handshake_data = self._head_data
-        if self.server.open_timeout is not None:
+        if server.open_timeout is not None:
             self.timed = True
-            self.server._watch_handshake(self)
+            server._watch_handshake(self)
 
     def _timed_out(self) -> None:
         """The server's ``open_timeout`` passed: drop a handshake still under way."""
@@ -261,7 +274,8 @@ class _ServerProtocol(StreamProtocol):
         assert self.transport is not None
         self.buffer += data
         try:
-            self._check_head_size()
+            if self.server.max_head_size < MAX_HEAD_SIZE:
+                self._check_head_size()
             parsed = parse_request_head(self.buffer)
         except HandshakeError as exc:
             self._stop_timer()
@@ -285,12 +299,13 @@ class _ServerProtocol(StreamProtocol):
     def _check_head_size(self) -> None:
         """Refuse a request head larger than the server's ``max_head_size``.
 
+        (Called only when that is below ``MAX_HEAD_SIZE``, which
+        ``parse_request_head`` enforces itself.)
+
         Raises:
             HandshakeError: With status 431.
         """
         limit = self.server.max_head_size
-        if limit >= MAX_HEAD_SIZE:
-            return  # parse_request_head enforces MAX_HEAD_SIZE itself
         end = self.buffer.find(b"\r\n\r\n")
         if (end < 0 and len(self.buffer) > limit) or end > limit:
             raise HandshakeError("HTTP head too large", 431)
@@ -317,7 +332,8 @@ class _ServerProtocol(StreamProtocol):
     def _upgrade(self, request: HandshakeRequest) -> None:
         assert self.transport is not None
         try:
-            check_origin(request, self.server.origins)
+            if self.server.origins is not None:
+                check_origin(request, self.server.origins)
         except HandshakeError as exc:
             self.server.logger.info(
                 "rejected handshake from %s: %s",
@@ -453,6 +469,8 @@ class WebSocketServer(Generic[C]):
         # How many of them are still under way: with none, no timer runs (an armed
         # timer costs every iteration of the event loop a little).
         self._handshaking = 0
+        # Whether the sockets accepted need TCP_NODELAY set (None: not known yet).
+        self._nodelay: bool | None = None
         # Fail early on options the connection class does not take.
         connection_class(**self.accept_options)
 
@@ -539,7 +557,7 @@ class WebSocketServer(Generic[C]):
             tls_timeout = self.open_timeout if self._ssl is not None else None
             if self.unix_socket is not None:
                 self._server = await loop.create_unix_server(
-                    lambda: _ServerProtocol(self),
+                    functools.partial(_ServerProtocol, self),
                     self.unix_socket,
                     ssl=self._ssl,
                     ssl_handshake_timeout=tls_timeout,
@@ -547,7 +565,7 @@ class WebSocketServer(Generic[C]):
                 )
             elif self._sock is not None:
                 self._server = await loop.create_server(
-                    lambda: _ServerProtocol(self),
+                    functools.partial(_ServerProtocol, self),
                     sock=self._sock,
                     ssl=self._ssl,
                     ssl_handshake_timeout=tls_timeout,
@@ -555,7 +573,7 @@ class WebSocketServer(Generic[C]):
                 )
             else:
                 self._server = await loop.create_server(
-                    lambda: _ServerProtocol(self),
+                    functools.partial(_ServerProtocol, self),
                     self.host,
                     self._port,
                     ssl=self._ssl,

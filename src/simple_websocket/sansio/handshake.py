@@ -27,6 +27,7 @@ from ..errors import HandshakeError, HandshakeRejected
 from .deflate import Deflate
 from .limits import UNSET, Unset
 from .options import (
+    DEFAULT_DEFLATE,
     DEFAULT_WINDOW_BITS,
     MIN_WINDOW_BITS,
     DeflateOptions,
@@ -318,6 +319,16 @@ def _index_tokens(index: Mapping[str, list[str]], lname: str) -> list[str]:
     return tokens
 
 
+def _has_token(index: Mapping[str, list[str]], lname: str, token: str) -> bool:
+    """Whether the header ``lname`` holds ``token`` (both lower case), in any case."""
+    values = index.get(lname)
+    if values is None:
+        return False
+    if len(values) == 1 and values[0].lower() == token:
+        return True  # the usual header: that one token alone
+    return token in [t.lower() for t in _index_tokens(index, lname)]
+
+
 def _index_first(index: Mapping[str, list[str]], lname: str) -> str | None:
     """Return :func:`get_header` of the header ``lname`` (lower case) in ``index``."""
     values = index.get(lname)
@@ -481,7 +492,7 @@ def parse_request_head(data: bytes | bytearray) -> tuple[HandshakeRequest, bytes
         HandshakeError: The request line or a header is malformed (status 400), or
             the head is too large (431).
     """
-    if _is_tls_record(data):
+    if data[:1] < b" " and _is_tls_record(data):  # (an HTTP head starts with a letter)
         raise HandshakeError(
             "a TLS handshake on a plain port: the client used wss:// where ws:// is served",
             400,
@@ -529,9 +540,9 @@ def _validate(request: HandshakeRequest) -> tuple[str, dict[str, list[str]]]:
         raise HandshakeError(f"method must be GET, not {request.method}", 400)
     # One pass over the headers serves every lookup of the handshake.
     index = _index_headers(request.headers)
-    if "websocket" not in [t.lower() for t in _index_tokens(index, "upgrade")]:
+    if not _has_token(index, "upgrade", "websocket"):
         raise HandshakeError("missing 'Upgrade: websocket' header", 426)
-    if "upgrade" not in [t.lower() for t in _index_tokens(index, "connection")]:
+    if not _has_token(index, "connection", "upgrade"):
         raise HandshakeError("missing 'Connection: Upgrade' header", 400)
     version = _index_first(index, "sec-websocket-version")
     if version != "13":
@@ -947,9 +958,9 @@ class ClientHandshake:
 
         # One pass over the headers serves every lookup below.
         index = _index_headers(headers)
-        if "websocket" not in [t.lower() for t in _index_tokens(index, "upgrade")]:
+        if not _has_token(index, "upgrade", "websocket"):
             fail("response lacks 'Upgrade: websocket'")
-        if "upgrade" not in [t.lower() for t in _index_tokens(index, "connection")]:
+        if not _has_token(index, "connection", "upgrade"):
             fail("response lacks 'Connection: Upgrade'")
         if _index_first(index, "sec-websocket-accept") != accept_key(self.key):
             fail("wrong Sec-WebSocket-Accept")
@@ -1012,7 +1023,7 @@ def accept_request(
         raise HandshakeError(f"subprotocol {subprotocol!r} was not offered by the client", 500)
     extensions: list[Extension] = []
     extensions_header: str | None = None
-    options = DeflateOptions() if compression is True else (compression or None)
+    options = DEFAULT_DEFLATE if compression is True else (compression or None)
     if options is not None:
         extensions, extensions_header = negotiate_deflate(
             _index_tokens(index, "sec-websocket-extensions"), options

@@ -81,6 +81,13 @@ def check_seconds(name: str, value: Any, *, optional: bool = True, zero: bool = 
     """
     if value is None and optional:
         return None
+    kind = type(value)
+    if (
+        # The common case, checked without the numbers.Real ABC.
+        (kind is int or (kind is float and math.isfinite(value)))
+        and (value > 0 or (value == 0 and zero))
+    ):
+        return value
     if not _is_number(value):
         expected = "a number of seconds" + (" or None" if optional else "")
         raise TypeError(f"{name} must be {expected}, not {describe(value)}")
@@ -121,6 +128,8 @@ def check_count(name: str, value: Any, *, minimum: int = 1, optional: bool = Fal
     """
     if value is None and optional:
         return None
+    if type(value) is int and value >= minimum:
+        return value
     if isinstance(value, bool) or not isinstance(value, int):
         expected = "an int" + (" or None" if optional else "")
         raise TypeError(f"{name} must be {expected}, not {describe(value)}")
@@ -289,13 +298,18 @@ def check_connection_options(
             ``ping_interval`` or ``close_timeout`` negative (0 turns pings off,
             as ``None`` does), ``ping_timeout`` not above 0.
     """
-    check_count("receive_bytes", receive_bytes)
-    check_seconds("ping_interval", ping_interval, zero=True)  # 0, as None: no pings
-    check_seconds("ping_timeout", ping_timeout)
-    if not isinstance(max_message_size, Unset):
+    # Every connection checks these: the plain values pass without a call.
+    if type(receive_bytes) is not int or receive_bytes < 1:
+        check_count("receive_bytes", receive_bytes)
+    if ping_interval is not None:
+        check_seconds("ping_interval", ping_interval, zero=True)  # 0, as None: no pings
+    if ping_timeout is not None:
+        check_seconds("ping_timeout", ping_timeout)
+    if max_message_size is not None and not isinstance(max_message_size, Unset):
         message_limits(max_message_size)
     check_seconds("close_timeout", close_timeout, optional=False, zero=True)
-    check_count("max_queue", max_queue)
+    if type(max_queue) is not int or max_queue < 1:
+        check_count("max_queue", max_queue)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -356,6 +370,8 @@ class DeflateOptions:
 #: What ``compression=`` accepts: ``True`` or ``False``, settings, or a dict of them.
 Compression = bool | DeflateOptions | Mapping[str, Any] | None
 
+#: ``compression=True``: the defaults (frozen, so one instance serves every connection).
+DEFAULT_DEFLATE = DeflateOptions()
 _DEFLATE_KEYS = frozenset(field.name for field in dataclasses.fields(DeflateOptions))
 
 
@@ -370,7 +386,7 @@ def check_compression(value: Any) -> DeflateOptions | None:
         ValueError: An unknown key in the mapping, or a field out of range.
     """
     if value is True:
-        return DeflateOptions()
+        return DEFAULT_DEFLATE
     if value is False or value is None:
         return None
     if isinstance(value, DeflateOptions):

@@ -155,17 +155,20 @@ class Protocol:
         self._inflate_limit = (
             max_message_size if max_message_size is not None else (max_inflated_size)
         )
-        self._extensions = [ext for ext in extensions if ext.enabled()]
-        for ext in self._extensions:
-            if isinstance(ext, Deflate):
-                # Inflate no more than a message may hold (a zip bomb fails with 1009).
-                ext.max_size = self._inflate_limit
         #: The negotiated permessage-deflate when it is the only extension: the
         #: fast paths then compress and inflate through it.
         self._fast_deflate: Deflate | None = None
-        if len(self._extensions) == 1 and isinstance(self._extensions[0], Deflate):
-            self._fast_deflate = self._extensions[0]
-        self._deflate_rsv = any(isinstance(e, PerMessageDeflate) for e in self._extensions)
+        self._extensions: list[Extension] = []
+        self._deflate_rsv = False
+        if extensions:  # (most connections negotiate none: skip the scan)
+            self._extensions = [ext for ext in extensions if ext.enabled()]
+            for ext in self._extensions:
+                if isinstance(ext, Deflate):
+                    # Inflate no more than a message may hold (a zip bomb fails with 1009).
+                    ext.max_size = self._inflate_limit
+            if len(self._extensions) == 1 and isinstance(self._extensions[0], Deflate):
+                self._fast_deflate = self._extensions[0]
+            self._deflate_rsv = any(isinstance(e, PerMessageDeflate) for e in self._extensions)
         self.fast_path = not self._extensions or self._fast_deflate is not None
         # Data frames through wsproto: the reference path only (created on first use).
         self._ref: WsprotoPath | None = None
@@ -677,7 +680,8 @@ class Protocol:
         self.close_reason = reason or None
         if not self.close_sent:
             # Answer with the same code, as RFC 6455 5.5.1 asks.
-            self._release_pong()
+            if self._held_pong:
+                self._release_pong()
             if self.fast_path:
                 key = self._mask_key() if self.client else None
                 self._out += control_frame(OP_CLOSE, close_payload(code, reason), key)
@@ -685,7 +689,8 @@ class Protocol:
                 self._out += self._build(CloseConnection(code=code, reason=reason))
             self.output_ready = True
             self.close_sent = True
-        self._drop_partial()
+        if self._partial is not None:
+            self._drop_partial()
         self.state = State.CLOSED
 
     def _on_pong(self, payload: bytes) -> None:
