@@ -34,12 +34,13 @@ import socket
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from typing import Protocol as TypingProtocol
 
 from wsproto.extensions import Extension
 
 from ..errors import ConnectionClosed
+from ..sansio.framing import SPEEDUPS
 from ..sansio.protocol import CloseCode, Protocol, State, check_close_code
 from ..sansio.session import (
     ABORT,
@@ -793,7 +794,64 @@ class _ReadBuffer(threading.local):
 _read_buffer = _ReadBuffer()
 
 
-class StreamProtocol(asyncio.BufferedProtocol):
+class _PyReader:
+    """Lends the transport a read buffer and hands each read on (``_speedups.Reader``).
+
+    The C extension's ``Reader`` does the same (without two Python calls per
+    read); this class is used without it. ``get_buffer()`` lends the buffer given to
+    ``_use_buffer()``, or, while ``_lender`` (the connection's ``Protocol``) is
+    ``lending``, the rest of a large frame's payload buffer (no copy at all).
+    ``buffer_updated(nbytes)`` then calls ``_on_direct(nbytes)`` after a read into
+    a lent buffer, else ``_on_data(data)`` with a copy of the bytes read
+    (``data_received(data)`` while ``_on_data`` is ``None``).
+    """
+
+    __slots__ = ("_direct", "_lender", "_on_data", "_on_direct", "_view")
+
+    _on_data: Callable[[bytes], object] | None
+    _on_direct: Callable[[int], object] | None
+    _lender: Protocol | None
+
+    def _use_buffer(self, view: memoryview) -> None:
+        self._view = view
+        self._on_data = self._on_direct = self._lender = None
+        self._direct = False
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """Return the buffer the transport reads into next."""
+        lender = self._lender
+        if lender is not None and lender.lending:
+            direct = lender.receive_buffer()
+            if direct is not None:
+                self._direct = True
+                return direct
+        self._direct = False
+        return self._view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """``nbytes`` were read into the buffer lent last: pass them on."""
+        if self._direct:
+            self._direct = False
+            assert self._on_direct is not None
+            self._on_direct(nbytes)
+            return
+        data = self._view[:nbytes].tobytes()
+        if self._on_data is None:
+            self.data_received(data)
+        else:
+            self._on_data(data)
+
+    def data_received(self, data: bytes) -> None:
+        raise NotImplementedError
+
+
+if TYPE_CHECKING or not SPEEDUPS:
+    _Reader = _PyReader
+else:
+    from ..sansio._speedups import Reader as _Reader
+
+
+class StreamProtocol(_Reader, asyncio.BufferedProtocol):
     """The asyncio protocol behind client, ``serve()`` and ``sock=`` connections.
 
     Before the handshake completes, received bytes go to :attr:`on_handshake_data`;
@@ -804,43 +862,23 @@ class StreamProtocol(asyncio.BufferedProtocol):
     protocol makes the transport allocate a 256 KiB ``bytes`` for every read and
     shrink it, which costs three more system calls (``mmap``, ``mremap``,
     ``munmap``) per read. Sharing is safe: the transport fills the buffer and calls
-    :meth:`buffer_updated` right away, which copies the bytes out before anything
-    else runs.
+    ``buffer_updated()`` right away, which copies the bytes out before anything
+    else runs. While a large binary frame arrives, the transport reads straight
+    into the rest of that frame's payload buffer (``Protocol.receive_buffer``).
+    The two calls the transport makes per read are in C when the extension is
+    built (``_speedups.Reader``), in :class:`_PyReader` otherwise.
     """
+
+    # Slots, not a __dict__: a subclass of a C type gets a plain dict, slower to
+    # use than the inline attributes of other classes.
+    __slots__ = ("__weakref__", "conn", "on_handshake_data", "on_handshake_lost", "transport")
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.conn: Connection | None = None
         self.on_handshake_data: Callable[[bytes], None] | None = None
         self.on_handshake_lost: Callable[[BaseException | None], None] | None = None
-        self._view = _read_buffer.view
-        self._direct = False
-        # Once attached: the connection's protocol (see get_buffer).
-        self._proto: Protocol | None = None
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        """Lend the transport the thread's read buffer.
-
-        While a large binary frame arrives, lend it the rest of that frame's
-        payload buffer instead (``Session.receive_buffer``): no copy at all.
-        """
-        proto = self._proto
-        if proto is not None and proto.lending:
-            direct = proto.receive_buffer()
-            if direct is not None:
-                self._direct = True
-                return direct
-        self._direct = False
-        return self._view
-
-    def buffer_updated(self, nbytes: int) -> None:
-        """Pass the ``nbytes`` bytes just read on, as :meth:`data_received` does."""
-        if self._direct:
-            self._direct = False
-            assert self.conn is not None
-            self.conn._buffer_updated(nbytes)
-        else:
-            self.data_received(self._view[:nbytes].tobytes())
+        self._use_buffer(_read_buffer.view)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Keep the transport; the handshake code writes to it.
@@ -859,10 +897,11 @@ class StreamProtocol(asyncio.BufferedProtocol):
     def attach(self, conn: Connection) -> None:
         """Route everything the transport reports to ``conn`` from now on."""
         self.conn = conn
-        # Skip one indirection per read on the hot path.
-        self.data_received = conn._data_received  # type: ignore[method-assign]
+        # Reads go straight to the connection (see _PyReader).
+        self._on_data = conn._data_received
+        self._on_direct = conn._buffer_updated
         if conn._session is not None:
-            self._proto = conn._session.protocol
+            self._lender = conn._session.protocol
         # The handshake's callbacks (and what they hold) are not needed any more.
         self.on_handshake_data = None
         self.on_handshake_lost = None

@@ -237,6 +237,8 @@ C = TypeVar("C", bound=ServerConnection)
 class _ServerProtocol(StreamProtocol):
     """Reads one HTTP upgrade request, answers it, then runs the handler."""
 
+    __slots__ = ("buffer", "server", "timed")
+
     def __init__(self, server: WebSocketServer[Any]) -> None:
         super().__init__()
         self.server = server

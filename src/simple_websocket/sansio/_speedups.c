@@ -9,12 +9,15 @@
  * - Parsing runs of small, unfragmented, uncompressed data frames (the messages of
  *   chat, ticks and requests), which Protocol._parse otherwise does frame by frame
  *   in Python. Any other frame is left to the Python parser.
+ * - Reader: the get_buffer()/buffer_updated() pair of a buffered asyncio protocol,
+ *   called by the transport on every read (see Reader below).
  *
  * The package works without it: setup.py builds it only where a C compiler is
  * available, and the Python code gives the same results.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -379,6 +382,208 @@ done:
     return result;
 }
 
+
+/*
+ * Reader: lends a transport one read buffer and hands each read on.
+ *
+ * The base of the asyncio engine's buffered protocol. get_buffer() lends the
+ * buffer given to _use_buffer() (shared by the connections of a thread), or, while
+ * the lender (`_lender`, the connection's Protocol) has `lending` set, the buffer
+ * its receive_buffer() returns. buffer_updated(nbytes) then calls
+ * `_on_direct(nbytes)` after a read into a lent buffer, else `_on_data(bytes)`
+ * with a copy of the bytes read (the data_received() method while `_on_data` is
+ * None). The Python class _PyReader in the asyncio engine
+ * does the same.
+ */
+typedef struct {
+    PyObject_HEAD
+    Py_buffer buffer;     /* the shared buffer; buffer.obj is NULL until set */
+    PyObject *view;       /* what get_buffer() lends */
+    PyObject *on_data;
+    PyObject *on_direct;
+    PyObject *lender;
+    int direct;           /* the last buffer lent was the lender's */
+} Reader;
+
+static PyObject *str_lending;
+static PyObject *str_receive_buffer;
+static PyObject *str_data_received;
+
+static int
+Reader_traverse(Reader *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->view);
+    Py_VISIT(self->on_data);
+    Py_VISIT(self->on_direct);
+    Py_VISIT(self->lender);
+    Py_VISIT(Py_TYPE(self));
+    return 0;
+}
+
+static int
+Reader_clear(Reader *self)
+{
+    Py_CLEAR(self->view);
+    Py_CLEAR(self->on_data);
+    Py_CLEAR(self->on_direct);
+    Py_CLEAR(self->lender);
+    return 0;
+}
+
+static void
+Reader_dealloc(Reader *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (self->buffer.obj != NULL) {
+        PyBuffer_Release(&self->buffer);
+    }
+    Reader_clear(self);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+Reader_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    Reader *self = (Reader *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->on_data = Py_NewRef(Py_None);
+    self->on_direct = Py_NewRef(Py_None);
+    self->lender = Py_NewRef(Py_None);
+    return (PyObject *)self;
+}
+
+PyDoc_STRVAR(Reader_use_buffer_doc,
+"_use_buffer(view, /)\n--\n\n"
+"Lend ``view`` (a writable, contiguous memoryview that outlives the reader) to\n"
+"the transport from now on.");
+
+static PyObject *
+Reader_use_buffer(Reader *self, PyObject *view)
+{
+    Py_buffer buffer;
+    if (PyObject_GetBuffer(view, &buffer, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
+        return NULL;
+    }
+    if (self->buffer.obj != NULL) {
+        PyBuffer_Release(&self->buffer);
+    }
+    self->buffer = buffer;
+    Py_XSETREF(self->view, Py_NewRef(view));
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(Reader_get_buffer_doc,
+"get_buffer(sizehint, /)\n--\n\n"
+"Return the buffer the transport reads into next (asyncio.BufferedProtocol).");
+
+static PyObject *
+Reader_get_buffer(Reader *self, PyObject *sizehint)
+{
+    if (self->lender != Py_None) {
+        PyObject *lending = PyObject_GetAttr(self->lender, str_lending);
+        if (lending == NULL) {
+            return NULL;
+        }
+        int yes = PyObject_IsTrue(lending);
+        Py_DECREF(lending);
+        if (yes < 0) {
+            return NULL;
+        }
+        if (yes) {
+            PyObject *direct = PyObject_CallMethodNoArgs(self->lender, str_receive_buffer);
+            if (direct == NULL) {
+                return NULL;
+            }
+            if (direct != Py_None) {
+                self->direct = 1;
+                return direct;
+            }
+            Py_DECREF(direct);
+        }
+    }
+    self->direct = 0;
+    if (self->view == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "no read buffer: call _use_buffer() first");
+        return NULL;
+    }
+    return Py_NewRef(self->view);
+}
+
+PyDoc_STRVAR(Reader_buffer_updated_doc,
+"buffer_updated(nbytes, /)\n--\n\n"
+"``nbytes`` were read into the buffer lent last: pass them on\n"
+"(asyncio.BufferedProtocol).");
+
+static PyObject *
+Reader_buffer_updated(Reader *self, PyObject *arg)
+{
+    Py_ssize_t nbytes = PyLong_AsSsize_t(arg);
+    if (nbytes == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (self->direct) {
+        self->direct = 0;
+        return PyObject_CallOneArg(self->on_direct, arg);
+    }
+    if (self->buffer.obj == NULL || nbytes < 0 || nbytes > self->buffer.len) {
+        PyErr_SetString(PyExc_ValueError, "nbytes is not within the buffer lent");
+        return NULL;
+    }
+    PyObject *data = PyBytes_FromStringAndSize((const char *)self->buffer.buf, nbytes);
+    if (data == NULL) {
+        return NULL;
+    }
+    PyObject *result;
+    if (self->on_data == Py_None) {
+        result = PyObject_CallMethodOneArg((PyObject *)self, str_data_received, data);
+    }
+    else {
+        result = PyObject_CallOneArg(self->on_data, data);
+    }
+    Py_DECREF(data);
+    return result;
+}
+
+static PyMethodDef Reader_methods[] = {
+    {"_use_buffer", (PyCFunction)Reader_use_buffer, METH_O, Reader_use_buffer_doc},
+    {"get_buffer", (PyCFunction)Reader_get_buffer, METH_O, Reader_get_buffer_doc},
+    {"buffer_updated", (PyCFunction)Reader_buffer_updated, METH_O, Reader_buffer_updated_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef Reader_members[] = {
+    {"_on_data", T_OBJECT_EX, offsetof(Reader, on_data), 0,
+     "Called with the bytes of each read into the shared buffer."},
+    {"_on_direct", T_OBJECT_EX, offsetof(Reader, on_direct), 0,
+     "Called with the number of bytes read into a buffer the lender lent."},
+    {"_lender", T_OBJECT_EX, offsetof(Reader, lender), 0,
+     "An object with ``lending`` and ``receive_buffer()``, or None."},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot Reader_slots[] = {
+    {Py_tp_doc, "Lends a transport one read buffer and hands each read on."},
+    {Py_tp_new, Reader_new},
+    {Py_tp_dealloc, Reader_dealloc},
+    {Py_tp_traverse, Reader_traverse},
+    {Py_tp_clear, Reader_clear},
+    {Py_tp_methods, Reader_methods},
+    {Py_tp_members, Reader_members},
+    {0, NULL},
+};
+
+static PyType_Spec Reader_spec = {
+    "simple_websocket.sansio._speedups.Reader",
+    sizeof(Reader),
+    0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    Reader_slots,
+};
+
 static PyMethodDef speedups_methods[] = {
     {"apply_mask", (PyCFunction)(void (*)(void))apply_mask, METH_FASTCALL, apply_mask_doc},
     {"mask_into", (PyCFunction)(void (*)(void))mask_into, METH_FASTCALL, mask_into_doc},
@@ -390,13 +595,29 @@ static PyMethodDef speedups_methods[] = {
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
     "simple_websocket.sansio._speedups",
-    "C implementations of WebSocket payload masking and small-frame parsing.",
-    0,
+    "C implementations of WebSocket payload masking, small-frame parsing and reads.",
+    -1,
     speedups_methods,
 };
 
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    return PyModuleDef_Init(&speedups_module);
+    str_lending = PyUnicode_InternFromString("lending");
+    str_receive_buffer = PyUnicode_InternFromString("receive_buffer");
+    str_data_received = PyUnicode_InternFromString("data_received");
+    if (str_lending == NULL || str_receive_buffer == NULL || str_data_received == NULL) {
+        return NULL;
+    }
+    PyObject *module = PyModule_Create(&speedups_module);
+    if (module == NULL) {
+        return NULL;
+    }
+    PyObject *reader = PyType_FromSpec(&Reader_spec);
+    if (reader == NULL || PyModule_AddObject(module, "Reader", reader) < 0) {
+        Py_XDECREF(reader);
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
 }
