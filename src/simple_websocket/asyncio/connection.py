@@ -594,10 +594,17 @@ class Connection(BaseConnection):
             await self._wait_send_turn()
             if proto.state is not _OPEN:
                 raise self._send_closed_error()
-        if type(data) is str:
-            self._write(proto.send_frame(data))
-        else:
+        if type(data) is not str:
             self._write_message(proto, data)
+        else:
+            frame = proto.send_frame(data)
+            transport = self._transport
+            if self._burst or self._coalesced is not None or transport is None:
+                self._write(frame)
+            elif not transport.is_closing():
+                # _write() for the first frame of a burst, as in send_nowait().
+                self._burst = True
+                transport.write(frame)
         if self._write_paused if hook is None else hook():
             await self._wait_writable()
 
