@@ -586,7 +586,12 @@ class AioClient(Connection):
             "logger": logger,
         }
         check_connection_options(
-            **{k: v for k, v in options.items() if k not in ("ssl_context", "logger")}
+            receive_bytes=receive_bytes,
+            ping_interval=options["ping_interval"],
+            max_message_size=max_message_size,
+            close_timeout=close_timeout,
+            ping_timeout=options["ping_timeout"],
+            max_queue=max_queue,
         )
         # What the connections of `async for` and of a reconnecting client use.
         reconnected = {
