@@ -744,6 +744,65 @@ def test_protocol_errors_fail_the_same_way(client: bool) -> None:
             assert messages_of(result)[0] == ("str", "before"), name
 
 
+def close_cases(client: bool) -> list[tuple[str, bytes]]:
+    """Close frames, valid and not, and what may follow them in the same read."""
+    f = lambda *a, **k: frame(client, *a, **k)  # noqa: E731
+    wrong_mask: dict[str, Any] = {"mask": b"abcd"} if client else {"mask": None}
+    code = struct.pack("!H", 1001)
+    return [
+        ("code", f(CLOSE, code)),
+        ("reason", f(CLOSE, code + "bye é".encode())),
+        ("longest", f(CLOSE, code + b"r" * 123)),
+        ("too-long", f(CLOSE, code + b"r" * 124)),
+        ("1-byte", f(CLOSE, b"\x03")),
+        ("code-999", f(CLOSE, struct.pack("!H", 999))),
+        ("bad-utf8", f(CLOSE, code + b"\xff")),
+        ("rsv1", f(CLOSE, code, rsv1=True)),
+        ("not-fin", f(CLOSE, code, fin=False)),
+        ("wrong-mask", encode_frame(CLOSE, code, **wrong_mask)),
+        (
+            "length-16",
+            bytes([0x88, (0 if client else 0x80) | 126, 0, 2])
+            + (b"" if client else b"abcd")
+            + code,
+        ),
+        ("then-data", f(CLOSE, code) + f(TEXT, b"late")),
+        ("then-byte", f(CLOSE, code) + b"\x81"),
+        ("truncated", f(CLOSE, code + b"reason")[:-2]),
+    ]
+
+
+@pytest.mark.parametrize("client", [True, False], ids=["client", "server"])
+def test_a_close_frame_ending_a_read_is_handled_as_the_general_parser_does(
+    client: bool,
+) -> None:
+    """The fast path takes a close frame that ends a read without the general frame
+    parser: every kind of close frame, alone, after messages, and cut anywhere,
+    gives what the reference path gives."""
+    for name, close in close_cases(client):
+        for before in (b"", frame(client, TEXT, b"before") + frame(client, BINARY, b"x" * 90)):
+            stream = before + close
+            for splits in (None, range(len(stream)), [len(before)]):
+                result = compare(client, stream, splits, eof=True)
+                assert result[-1][4] is State.CLOSED, name
+                if before:
+                    assert messages_of(result)[:2] == [("str", "before"), ("bytes", b"x" * 90)]
+
+
+@pytest.mark.parametrize("client", [True, False], ids=["client", "server"])
+def test_a_close_frame_without_a_code_is_answered_without_one(client: bool) -> None:
+    """1005 is never sent (RFC 6455 7.4.1): a close frame without a status code is
+    echoed as one without a code, where wsproto's path answers 1000."""
+    stream = frame(client, TEXT, b"before") + frame(client, CLOSE)
+    for splits in (None, range(len(stream))):
+        proto = Protocol(client)
+        received = [m for chunk in cut(stream, splits) for m in proto.receive_data(chunk)]
+        assert received == ["before"]
+        assert proto.state is State.CLOSED and proto.close_code == 1005
+        answer = proto.data_to_send()
+        assert decode_frames(answer, masked=client) == [(CLOSE, True, b"")]
+
+
 @pytest.mark.parametrize("client", [True, False], ids=["client", "server"])
 @pytest.mark.parametrize("fast", [True, False], ids=["fast", "wsproto"])
 @pytest.mark.parametrize(

@@ -292,8 +292,24 @@ class Protocol:
                     self._rbuf, self._rpos = data, i
                 self._stalled = True
                 return messages
-            if i == len(data):
+            n = len(data)
+            if i == n:
                 return messages
+            if data[i] == 0x88 and n - i >= 2:
+                # The read ends with a close frame (FIN, no RSV bit; once per
+                # connection): what _parse() would do with it, without the general
+                # frame parser. Anything else goes to _parse(), which also fails
+                # what is malformed.
+                second = data[i + 1]
+                length = second & 0x7F
+                masked = second & 0x80
+                head = i + 6 if masked else i + 2
+                if length < 126 and (not masked) == self.client and head + length == n:
+                    payload = data[head:]
+                    if masked:
+                        payload = bytes(framing._apply_mask(payload, data[i + 2 : head]))
+                    self._on_close_frame(payload)
+                    return messages
             self._parse(data, messages, max_messages, i)
             return messages
         self._parse(data, messages, max_messages)
