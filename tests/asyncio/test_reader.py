@@ -175,6 +175,14 @@ def test_the_c_reader_refuses_what_it_cannot_lend() -> None:
         probe.buffer_updated(9)
     with pytest.raises(ValueError, match="within the buffer"):
         probe.buffer_updated(-1)
+    # Deleted callbacks count as unset (no crash on a NULL member).
+    del probe._on_data, probe._lender
+    _read(probe, b"ok")
+    assert probe.received == [b"ok"]
+    probe._lender = Lender(memoryview(bytearray(4)))
+    del probe._on_direct
+    with pytest.raises(RuntimeError, match="_on_direct is not set"):
+        _read(probe, b"x")
 
 
 def test_the_engine_uses_the_c_reader_when_it_is_built() -> None:

@@ -483,7 +483,8 @@ PyDoc_STRVAR(Reader_get_buffer_doc,
 static PyObject *
 Reader_get_buffer(Reader *self, PyObject *sizehint)
 {
-    if (self->lender != Py_None) {
+    /* (A deleted member is NULL: it counts as None.) */
+    if (self->lender != NULL && self->lender != Py_None) {
         PyObject *lending = PyObject_GetAttr(self->lender, str_lending);
         if (lending == NULL) {
             return NULL;
@@ -527,6 +528,11 @@ Reader_buffer_updated(Reader *self, PyObject *arg)
     }
     if (self->direct) {
         self->direct = 0;
+        if (self->on_direct == NULL || self->on_direct == Py_None) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "a lent buffer was filled, but _on_direct is not set");
+            return NULL;
+        }
         return PyObject_CallOneArg(self->on_direct, arg);
     }
     if (self->buffer.obj == NULL || nbytes < 0 || nbytes > self->buffer.len) {
@@ -538,7 +544,7 @@ Reader_buffer_updated(Reader *self, PyObject *arg)
         return NULL;
     }
     PyObject *result;
-    if (self->on_data == Py_None) {
+    if (self->on_data == NULL || self->on_data == Py_None) {
         result = PyObject_CallMethodOneArg((PyObject *)self, str_data_received, data);
     }
     else {
