@@ -1135,6 +1135,7 @@ def test_the_environment_turns_every_c_path_off() -> None:
         "from simple_websocket.sansio.protocol import Protocol\n"
         "assert not framing.SPEEDUPS\n"
         "assert framing._parse_small is None and framing._build_frame is None\n"
+        "assert framing.C_READER is None\n"
         "assert framing._apply_mask is framing._py_apply_mask\n"
         "client, server = Protocol(True, ()), Protocol(False, ())\n"
         "assert server.receive_data(client.send('é' * 40)) == ['é' * 40]\n"
@@ -1146,6 +1147,7 @@ def test_the_environment_turns_every_c_path_off() -> None:
         code = (
             "from simple_websocket.sansio import framing\n"
             "assert framing.SPEEDUPS and framing._parse_small is not None\n"
+            "assert framing.C_READER is not None\n"
             "assert framing._build_frame is not None\n"
         )
         subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=30)

@@ -40,7 +40,7 @@ from typing import Protocol as TypingProtocol
 from wsproto.extensions import Extension
 
 from ..errors import ConnectionClosed
-from ..sansio.framing import SPEEDUPS
+from ..sansio.framing import C_READER
 from ..sansio.protocol import CloseCode, Protocol, State, check_close_code
 from ..sansio.session import (
     ABORT,
@@ -852,10 +852,10 @@ class _PyReader:
         raise NotImplementedError
 
 
-if TYPE_CHECKING or not SPEEDUPS:
+if TYPE_CHECKING or C_READER is None:
     _Reader = _PyReader
 else:
-    from ..sansio._speedups import Reader as _Reader
+    _Reader = C_READER
 
 
 class StreamProtocol(_Reader, asyncio.BufferedProtocol):
