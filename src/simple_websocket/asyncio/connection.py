@@ -852,7 +852,9 @@ class _PyReader:
         raise NotImplementedError
 
 
-if TYPE_CHECKING or C_READER is None:
+# (An if statement, not a conditional expression: type checkers then see the
+# Python class, with its attributes, as the base.)
+if TYPE_CHECKING or C_READER is None:  # noqa: SIM108
     _Reader = _PyReader
 else:
     _Reader = C_READER
