@@ -286,10 +286,11 @@ class BaseConnection:
             self._waiters.append(waiter)
             try:
                 await waiter
-            finally:
-                if not waiter.done() or waiter.cancelled():
-                    with contextlib.suppress(ValueError):
-                        self._waiters.remove(waiter)
+            except BaseException:
+                # Cancelled (a woken waiter was already taken off the list).
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+                raise
             if messages:
                 return self._take() if inbox.paused else messages.popleft()
             if inbox.finished:
@@ -475,10 +476,11 @@ class BaseConnection:
             self._waiters.append(waiter)
             try:
                 await waiter
-            finally:
-                if not waiter.done() or waiter.cancelled():
-                    with contextlib.suppress(ValueError):
-                        self._waiters.remove(waiter)
+            except BaseException:
+                # Cancelled (a woken waiter was already taken off the list).
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+                raise
 
     async def __aenter__(self) -> Self:
         return self
