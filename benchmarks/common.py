@@ -32,6 +32,12 @@ OURS = "simple_websocket"
 MANUAL = "pydantic-manual"
 SW11 = "simple-websocket-1.1.0"
 RAW = "raw-tcp"
+#: Server role only: the raw TCP echo written the way an ``async for`` server runs,
+#: with each received chunk handed to a task that writes it back. It is the
+#: asyncio limit of any server whose receive is awaited.
+RAW_TASK = "raw-tcp-task"
+#: The candidates that exchange length-prefixed records, not WebSocket frames.
+RAW_ECHOES = (RAW, RAW_TASK)
 #: picows on asyncio's own transports, like every other candidate.
 PICOWS = "picows"
 #: picows with its default transport: aiofastnet (a transport layer written in C).

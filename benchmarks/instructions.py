@@ -36,7 +36,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .common import CALLBACKS, FULL, OURS, PICOWS, RAW
+from .common import CALLBACKS, FULL, OURS, PICOWS, RAW_ECHOES, RAW_TASK
 from .run import Peer, _run_worker, _start_process, _stop_process, _timing_args, client_url
 
 SCENARIOS = ("latency", "handshakes", "connections", "pipelined")
@@ -81,7 +81,7 @@ def server_instructions(candidate: str, scenario: str, seconds: float, workdir: 
     limit = 60 + 100 * seconds  # valgrind is slow
     try:
         load = [sys.executable, "-m", "benchmarks.loadgen", scenario, "--port", str(info["port"])]
-        load += ["--server-pid", pid] + (["--raw"] if candidate == RAW else [])
+        load += ["--server-pid", pid] + (["--raw"] if candidate in RAW_ECHOES else [])
         warmup = _run_worker([*load, "--seconds", "1", "--warmup", "0.5"], limit)
         if not warmup.get("ok"):
             raise RuntimeError(f"warm-up failed: {warmup.get('error')}")
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                 if role == "client":
                     peer.start()
                 for cand in candidates:
-                    if role == "client" and cand == CALLBACKS:
+                    if role == "client" and cand in (CALLBACKS, RAW_TASK):
                         continue  # a way of writing servers
                     for scen in scenarios:
                         try:

@@ -53,6 +53,8 @@ from .common import (
     PICOWS_FASTNET,
     QUICK,
     RAW,
+    RAW_ECHOES,
+    RAW_TASK,
     REPO,
     SUBSCRIPTION,
     SW11,
@@ -73,6 +75,7 @@ CANDIDATES: dict[str, str] = {
     PICOWS: "picows",
     PICOWS_FASTNET: "picows + aiofastnet",
     RAW: "raw TCP echo (limit)",
+    RAW_TASK: "raw TCP echo from a task (limit of an awaited receive)",
     MANUAL: "manual: receive() + model_validate_json",
     MSGSPEC: "ours: typed() + MsgspecCodec",
     SUBSCRIPTION: "ours: client.subscribe(Model)",
@@ -127,6 +130,7 @@ COMPRESSION: dict[str, dict[str, str]] = {
         PICOWS: "not implemented (offers ignored)",
         PICOWS_FASTNET: "not implemented (offers ignored)",
         RAW: "n/a (no WebSocket framing)",
+        RAW_TASK: "n/a (no WebSocket framing)",
         MANUAL: "as ours",
         MSGSPEC: "as ours",
         SUBSCRIPTION: "as ours",
@@ -159,8 +163,11 @@ def runs(candidate: str, scenario: str, role: str = "client") -> bool:
     hand-written pydantic call, the msgspec codec and (client role) a
     subscription; the other libraries have no typed channel. The compressed
     scenario runs with the candidates that can negotiate permessage-deflate in
-    that role. The callbacks candidate (a ``MessageHandler``) is a server.
+    that role. The callbacks candidate (a ``MessageHandler``) and the raw echo
+    from a task are servers.
     """
+    if candidate == RAW_TASK:
+        return role == "server" and scenario not in ("typed", "compressed")
     if candidate == CALLBACKS:
         return (
             role == "server"
@@ -390,7 +397,7 @@ def _measure_server(
             gen = [sys.executable, "-m", "benchmarks.loadgen", scen]
             gen += ["--port", str(info["port"]), "--server-pid", str(info["pid"])]
             gen += _timing_args(base)
-            if cand == RAW:
+            if cand in RAW_ECHOES:
                 gen.append("--raw")
             if loadgen_cpu is not None:
                 gen += ["--cpu", str(loadgen_cpu)]
@@ -401,7 +408,7 @@ def _measure_server(
                 module=info["module"],
                 extensions=(
                     "n/a"
-                    if cand == RAW
+                    if cand in RAW_ECHOES
                     else "none (the load generator only offers one in compressed)"
                 ),
             )

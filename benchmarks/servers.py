@@ -20,7 +20,10 @@ and the load generator offers nothing), no keepalive pings and no size limit:
   ``web.WebSocketResponse``;
 * ``simple-websocket-1.1.0``: an ``aiohttp.web`` application whose handler calls
   ``AioServer.accept(aiohttp=request)``, the way 1.1's documentation does it;
-* ``raw-tcp``: an asyncio protocol writing every received chunk straight back.
+* ``raw-tcp``: an asyncio protocol writing every received chunk straight back;
+* ``raw-tcp-task``: the same echo through a task per connection, woken by a
+  future for each chunk, as an awaited ``receive()`` is (the cost of a task
+  wake-up, with nothing else).
 
 For the ``typed`` scenario, ours decodes every message into the model and sends
 ``obj.model_dump_json()`` back: ``simple_websocket`` through ``ws.typed(Model)``,
@@ -38,6 +41,7 @@ import signal
 import socket
 import sys
 import threading
+from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -51,6 +55,7 @@ from .common import (
     PICOWS,
     PICOWS_FASTNET,
     RAW,
+    RAW_TASK,
     SRC,
     SW11,
     SW11_DIR,
@@ -75,6 +80,57 @@ class RawEcho(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.transport.write(data)
+
+
+class RawTaskEcho(asyncio.BufferedProtocol):
+    """Writes every received chunk back from a task: the floor of an awaited receive.
+
+    Each read lands in a buffer of its own (as picows' and ours do: asyncio's
+    plain protocols allocate 256 KiB per read) and is copied out; the task's
+    future is woken, and the task writes the chunk one loop iteration later, as a
+    handler task blocked in ``await ws.receive()`` would.
+    """
+
+    def __init__(self) -> None:
+        self.buffer = memoryview(bytearray(1 << 16))
+        self.chunks: deque[bytes] = deque()
+        self.waiter: asyncio.Future[None] | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.queue(bytes(self.buffer[:nbytes]))
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.task = asyncio.get_running_loop().create_task(self.echo(transport))
+
+    def queue(self, data: bytes) -> None:
+        """Hand ``data`` to the task (``b""``: the connection ended)."""
+        self.chunks.append(data)
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.queue(b"")
+
+    async def echo(self, transport: asyncio.Transport) -> None:
+        chunks = self.chunks
+        loop = asyncio.get_running_loop()
+        while True:
+            if not chunks:
+                self.waiter = loop.create_future()
+                await self.waiter
+            data = chunks.popleft()
+            if not data:
+                transport.close()
+                return
+            transport.write(data)
 
 
 def force_backlog(loop: asyncio.AbstractEventLoop, backlog: int = BACKLOG) -> None:
@@ -268,10 +324,11 @@ async def _picows(sock: socket.socket, fastnet: bool) -> tuple[Stop, str, str]:
     return stop, picows.__version__, picows.__file__
 
 
-async def _raw(sock: socket.socket) -> tuple[Stop, str, str]:
+async def _raw(sock: socket.socket, task: bool = False) -> tuple[Stop, str, str]:
     import platform
 
-    server = await asyncio.get_running_loop().create_server(RawEcho, sock=sock)
+    protocol = RawTaskEcho if task else RawEcho
+    server = await asyncio.get_running_loop().create_server(protocol, sock=sock)
 
     async def stop() -> None:
         server.close()
@@ -312,8 +369,8 @@ async def _main(args: argparse.Namespace) -> None:
         stop, version, module = await _sw11(sock, args.sw11_dir)
     elif candidate in (PICOWS, PICOWS_FASTNET):
         stop, version, module = await _picows(sock, fastnet=candidate == PICOWS_FASTNET)
-    elif candidate == RAW:
-        stop, version, module = await _raw(sock)
+    elif candidate in (RAW, RAW_TASK):
+        stop, version, module = await _raw(sock, task=candidate == RAW_TASK)
     else:
         raise ValueError(f"unknown candidate {candidate!r}")
     line = {"port": port, "pid": os.getpid(), "version": version, "module": module}
