@@ -912,3 +912,298 @@ async def test_close_nowait_with_an_invalid_code_raises_and_sends_nothing(code: 
         await close_as_client(peer)
         await finished(handler, conn)
     assert handler.closes(conn) == [(1000, None)]
+
+
+# -- the read lane -----------------------------------------------------------------------------
+#
+# With the C extension, a read of whole small messages for a MessageHandler in its
+# plain state is delivered in C (the reader's read lane) instead of through the
+# connection's read, the session's step, the protocol and the delivery in Python.
+# Each test below runs twice: with the lane, and with it turned off for every
+# connection (the Python path, the reference); both must give the same results. The
+# raw peer writes one frame per write, so that each message is a read of its own.
+
+
+class ReadPath:
+    """Which path the server's reads take; counts the reads the Python path got."""
+
+    def __init__(self, lane: bool) -> None:
+        self.lane = lane
+        self.python_reads = 0
+
+
+@pytest.fixture(params=["lane", "python"])
+def read_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> ReadPath:
+    from simple_websocket.asyncio import connection as connection_module
+    from simple_websocket.sansio import framing
+
+    lane = request.param == "lane"
+    if lane and framing.C_BIND_LANE is None:
+        pytest.skip("the C extension is turned off (SIMPLE_WEBSOCKET_NO_EXTENSIONS)")
+    path = ReadPath(lane)
+    data_received = connection_module.Connection._data_received
+
+    def counting(self: Any, data: bytes) -> None:
+        path.python_reads += 1
+        data_received(self, data)
+
+    # (Before any connection exists: attach() binds the reader to this.)
+    monkeypatch.setattr(connection_module.Connection, "_data_received", counting)
+    if not lane:
+        attach = connection_module.StreamProtocol.attach
+
+        def attach_without_lane(self: Any, conn: Any) -> None:
+            attach(self, conn)
+            self._lane = None
+
+        monkeypatch.setattr(connection_module.StreamProtocol, "attach", attach_without_lane)
+    return path
+
+
+SINGLE_MESSAGES: list[str | bytes] = ["a", b"\x00\xff", "", b"", "ünïcødé €😀", "x" * 125]
+
+
+async def test_messages_read_one_at_a_time_are_echoed(read_path: ReadPath) -> None:
+    """Small messages, each in its own read: echoed in order, on_close once; with
+    the lane, not one of them went through the Python read."""
+    handler = Recorder()
+    async with serve(handler) as server:
+        peer = await rawpeer.connect(server.port)
+        for message in SINGLE_MESSAGES * 3:
+            if isinstance(message, str):
+                await peer.send_text(message)
+            else:
+                await peer.send_binary(message)
+            frame = await peer.recv_data_frame()
+            assert frame.opcode == (TEXT if isinstance(message, str) else BINARY)
+            assert frame.payload == (message.encode() if isinstance(message, str) else message)
+        if read_path.lane:
+            assert read_path.python_reads == 0
+        else:
+            assert read_path.python_reads == len(SINGLE_MESSAGES) * 3
+        conn = await handler.connection()
+        await close_as_client(peer)
+        await finished(handler, conn)
+    assert handler.messages(conn) == SINGLE_MESSAGES * 3
+    assert handler.closes(conn) == [(1000, None)]
+
+
+async def test_an_exception_from_on_message_in_its_own_read(
+    read_path: ReadPath, caplog: pytest.LogCaptureFixture
+) -> None:
+    """on_message raising for a message read alone: 1011, the exception logged with
+    its traceback, on_close once, and the server goes on."""
+    caplog.set_level(logging.DEBUG, logger="simple_websocket")
+
+    def when_message(ws: Any, message: str | bytes) -> None:
+        if message == "fail":
+            raise Boom("on_message")
+        ws.send_nowait(message)
+
+    handler = Recorder(when_message=when_message)
+    async with serve(handler) as server:
+        peer = await rawpeer.connect(server.port)
+        await peer.send_text("ok")
+        assert (await peer.recv_data_frame()).text == "ok"
+        await peer.send_text("fail")
+        frame = await peer.recv_data_frame()
+        assert (frame.close_code, frame.close_reason) == (1011, "Internal server error")
+        await peer.expect_eof()
+        conn = await handler.connection()
+        await finished(handler, conn)
+        assert read_path.python_reads == (0 if read_path.lane else 2)
+        assert handler.messages(conn) == ["ok", "fail"]
+        assert handler.closes(conn) == [(1011, "Internal server error")]
+        assert conn not in server.connections
+        other = await rawpeer.connect(server.port)
+        await other.send_text("next")
+        assert (await other.recv_data_frame()).text == "next"
+        await close_as_client(other)
+    [record] = errors(caplog)
+    assert record.getMessage() == "message handler failed"
+    assert record.exc_info is not None
+    assert isinstance(record.exc_info[1], Boom)
+    assert record.exc_info[2] is not None  # the traceback, down to the callback
+
+
+async def test_connection_closed_from_on_message_in_its_own_read(
+    read_path: ReadPath, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ConnectionClosed out of on_message for a message read alone ends delivery
+    quietly: the server closes with 1000, nothing is logged as an error."""
+    caplog.set_level(logging.DEBUG, logger="simple_websocket")
+
+    def when_message(ws: Any, message: str | bytes) -> None:
+        raise ConnectionClosed(1000, "stop")
+
+    handler = Recorder(when_message=when_message)
+    async with serve(handler) as server:
+        peer = await rawpeer.connect(server.port)
+        await peer.send_text("stop")
+        assert (await peer.expect_close()).close_code == 1000
+        await peer.send_text("after the close")  # dropped: delivery ended
+        await peer.send_close(1000)
+        await peer.expect_eof()
+        conn = await handler.connection()
+        await finished(handler, conn)
+        assert handler.messages(conn) == ["stop"]
+        assert handler.closes(conn) == [(1000, None)]
+    assert errors(caplog) == []
+    assert "message handler ended" in caplog.text
+
+
+async def test_close_nowait_in_on_message_in_its_own_read(read_path: ReadPath) -> None:
+    """close_nowait() from on_message for a message read alone: the closing
+    handshake runs with that code and reason; messages read before the peer's
+    close frame are still delivered."""
+
+    def when_message(ws: Any, message: str | bytes) -> None:
+        if message == "bye":
+            ws.close_nowait(4000, "bye")
+
+    handler = Recorder(when_message=when_message)
+    async with serve(handler) as server:
+        peer = await rawpeer.connect(server.port)
+        await peer.send_text("bye")
+        frame = await peer.expect_close()
+        assert (frame.close_code, frame.close_reason) == (4000, "bye")
+        await peer.send_text("late")
+        await peer.send_close(4000, "bye")
+        await peer.expect_eof()
+        conn = await handler.connection()
+        await finished(handler, conn)
+        assert handler.messages(conn) == ["bye", "late"]
+        assert handler.closes(conn) == [(4000, "bye")]
+
+
+async def test_a_base_exception_from_on_message_in_its_own_read(read_path: ReadPath) -> None:
+    """An exception that is not an Exception (here CancelledError) is not caught by
+    the delivery: it reaches asyncio's transport, which aborts the connection, and
+    on_close still runs, once, with 1006."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda loop, context: reported.append(context))
+
+    def when_message(ws: Any, message: str | bytes) -> None:
+        raise asyncio.CancelledError
+
+    handler = Recorder(when_message=when_message)
+    async with serve(handler) as server:
+        peer = await rawpeer.connect(server.port)
+        await peer.send_text("x")
+        await peer.expect_eof()
+        conn = await handler.connection()
+        await finished(handler, conn)
+        assert handler.messages(conn) == ["x"]
+        assert handler.closes(conn) == [(1006, None)]
+        assert read_path.python_reads == (0 if read_path.lane else 1)
+    assert [type(context.get("exception")) for context in reported] == [asyncio.CancelledError]
+
+
+async def test_the_lane_is_bound_only_to_classes_with_its_slots(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """bind_lane() refuses classes whose attributes are not slots (the lane reads
+    slots directly) and then keeps its binding: reads still take the lane."""
+    from collections import deque
+
+    from simple_websocket.asyncio import connection as connection_module
+    from simple_websocket.sansio import framing
+    from simple_websocket.sansio.protocol import Protocol, State
+    from simple_websocket.sansio.session import Inbox, Session
+
+    bind = framing.C_BIND_LANE
+    if bind is None:
+        pytest.skip("the C extension is turned off (SIMPLE_WEBSOCKET_NO_EXTENSIONS)")
+
+    class NoSlots:
+        pass
+
+    class NotASlot(connection_module.Connection):
+        __slots__ = ()
+        _session = None  # type: ignore[assignment]
+
+    with pytest.raises(AttributeError):
+        bind(NoSlots, Session, Protocol, Inbox, deque, State.OPEN, 1)
+    with pytest.raises(TypeError, match="_session is not an object slot"):
+        bind(NotASlot, Session, Protocol, Inbox, deque, State.OPEN, 1)
+    with pytest.raises(TypeError):
+        bind(connection_module.Connection, Session, Protocol, Inbox, deque, State.OPEN)
+
+    python_reads: list[bytes] = []
+    data_received = connection_module.Connection._data_received
+
+    def counting(self: Any, data: bytes) -> None:
+        python_reads.append(data)
+        data_received(self, data)
+
+    monkeypatch.setattr(connection_module.Connection, "_data_received", counting)
+    handler = Recorder()
+    async with serve(handler) as server:
+        peer = await rawpeer.connect(server.port)
+        await peer.send_text("still the lane")
+        assert (await peer.recv_data_frame()).text == "still the lane"
+        assert python_reads == []
+        await close_as_client(peer)
+
+
+@pytest.mark.parametrize(
+    "case", ["too big", "invalid UTF-8", "unmasked", "ping", "fragmented", "max_queue=1"]
+)
+async def test_reads_that_are_not_plain_small_messages(read_path: ReadPath, case: str) -> None:
+    """Reads the lane leaves to the Python path give what the protocol requires:
+    limits, UTF-8, masking, control frames, fragments, an inbox of one."""
+    handler = Recorder()
+    options: dict[str, Any] = {"max_message_size": 10} if case == "too big" else {}
+    if case == "max_queue=1":
+        options["max_queue"] = 1
+    async with serve(handler, **options) as server:
+        peer = await rawpeer.connect(server.port)
+        conn = await handler.connection()
+        if case == "too big":
+            await peer.send_text("0123456789")
+            assert (await peer.recv_data_frame()).text == "0123456789"
+            await peer.send_text("0123456789+")
+            assert (await peer.expect_close()).close_code == 1009
+        elif case == "invalid UTF-8":
+            await peer.send(TEXT, b"ok \xff")
+            assert (await peer.expect_close()).close_code == 1007
+        elif case == "unmasked":
+            await peer.send(TEXT, b"plain", mask=None)
+            assert (await peer.expect_close()).close_code == 1002
+        elif case == "ping":
+            await peer.send(rawpeer.PING, b"are you there")
+            frame = await peer.recv_frame()
+            assert (frame.opcode, frame.payload) == (rawpeer.PONG, b"are you there")
+            await peer.write(peer.frame(rawpeer.PING, b"p") + peer.frame(TEXT, b"after"))
+            # (The echo is written from on_message, the pong after the read: in
+            # either order.)
+            frames = [await peer.recv_frame(), await peer.recv_frame()]
+            assert sorted((f.opcode, f.payload) for f in frames) == [
+                (TEXT, b"after"),
+                (rawpeer.PONG, b"p"),
+            ]
+            await close_as_client(peer)
+        elif case == "fragmented":
+            await peer.send(TEXT, b"ab", fin=False)
+            await peer.send(rawpeer.CONT, b"cd")
+            assert (await peer.recv_data_frame()).text == "abcd"
+            await peer.send_text("whole")
+            assert (await peer.recv_data_frame()).text == "whole"
+            await close_as_client(peer)
+        else:
+            for message in ("one", "two", "three"):
+                await peer.send_text(message)
+                assert (await peer.recv_data_frame()).text == message
+            await close_as_client(peer)
+        await finished(handler, conn)
+    expected = {
+        "too big": ["0123456789"],
+        "invalid UTF-8": [],
+        "unmasked": [],
+        "ping": ["after"],
+        "fragmented": ["abcd", "whole"],
+        "max_queue=1": ["one", "two", "three"],
+    }[case]
+    assert handler.messages(conn) == expected
+    assert len(handler.closes(conn)) == 1

@@ -40,7 +40,7 @@ from typing import Protocol as TypingProtocol
 from wsproto.extensions import Extension
 
 from ..errors import ConnectionClosed
-from ..sansio.framing import C_READER
+from ..sansio.framing import C_BIND_LANE, C_READER
 from ..sansio.protocol import CloseCode, Protocol, State, check_close_code
 from ..sansio.session import (
     ABORT,
@@ -51,6 +51,7 @@ from ..sansio.session import (
     PONG,
     PONG_HELD,
     WRITE,
+    Inbox,
     Message,
     Session,
 )
@@ -402,18 +403,8 @@ class Connection(BaseConnection):
                     on_message(self, self._take() if inbox.paused else messages.popleft())
             else:
                 messages.clear()
-        except ConnectionClosed as exc:
-            # Sending on a connection that is closing: delivery ends, as a
-            # handler's would.
-            self.logger.debug("message handler ended: %s", exc)
-            self._listener_state = _MUTED
-            messages.clear()
-            self.close_nowait()
-        except Exception:
-            self.logger.exception("message handler failed")
-            self._listener_state = _MUTED
-            messages.clear()
-            self._fail(CloseCode.INTERNAL_ERROR, "Internal server error")
+        except Exception as exc:
+            self._callback_failed(exc)
         finally:
             self._dispatching = False
         hook = self._blocked_hook
@@ -434,6 +425,23 @@ class Connection(BaseConnection):
             if on_end is not None:
                 self._on_listener_end = None
                 on_end(self)
+
+    def _callback_failed(self, exc: Exception) -> None:
+        """A callback raised ``exc`` during delivery: no more messages for it.
+
+        (Also called by the C read lane, which delivers a read's one message
+        itself.)
+        """
+        self._listener_state = _MUTED
+        self._inbox.messages.clear()
+        if isinstance(exc, ConnectionClosed):
+            # Sending on a connection that is closing: delivery ends, as a
+            # handler's would.
+            self.logger.debug("message handler ended: %s", exc)
+            self.close_nowait()
+        else:
+            self.logger.error("message handler failed", exc_info=exc)
+            self._fail(CloseCode.INTERNAL_ERROR, "Internal server error")
 
     async def _read_when_writable(self) -> None:
         try:
@@ -800,6 +808,11 @@ class _ReadBuffer(threading.local):
 
 _read_buffer = _ReadBuffer()
 
+if C_BIND_LANE is not None:
+    # The C reader's read lane (see StreamProtocol.attach) reads and writes these
+    # classes' slots; it finds them here, once.
+    C_BIND_LANE(Connection, Session, Protocol, Inbox, deque, State.OPEN, _OPEN_CALLED)
+
 
 class _PyReader:
     """Lends the transport a read buffer and hands each read on (``_speedups.Reader``).
@@ -813,15 +826,17 @@ class _PyReader:
     (``data_received(data)`` while ``_on_data`` is ``None``).
     """
 
-    __slots__ = ("_direct", "_lender", "_on_data", "_on_direct", "_view")
+    __slots__ = ("_direct", "_lane", "_lender", "_on_data", "_on_direct", "_view")
 
     _on_data: Callable[[bytes], object] | None
     _on_direct: Callable[[int], object] | None
     _lender: Protocol | None
+    #: Used by the C reader only (its read lane).
+    _lane: Connection | None
 
     def _use_buffer(self, view: memoryview) -> None:
         self._view = view
-        self._on_data = self._on_direct = self._lender = None
+        self._on_data = self._on_direct = self._lender = self._lane = None
         self._direct = False
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -911,6 +926,11 @@ class StreamProtocol(_Reader, asyncio.BufferedProtocol):
         self._on_direct = conn._buffer_updated
         if conn._session is not None:
             self._lender = conn._session.protocol
+        # With the C reader, a read of whole small messages for callbacks (a
+        # MessageHandler) is delivered in C while the connection is in its plain
+        # state: _speedups.c, lane_read(), says which; anything else goes to
+        # conn._data_received.
+        self._lane = conn
         # The handshake's callbacks (and what they hold) are not needed any more.
         self.on_handshake_data = None
         self.on_handshake_lost = None

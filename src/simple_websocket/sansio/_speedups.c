@@ -10,7 +10,9 @@
  *   chat, ticks and requests), which Protocol._parse otherwise does frame by frame
  *   in Python. Any other frame is left to the Python parser.
  * - Reader: the get_buffer()/buffer_updated() pair of a buffered asyncio protocol,
- *   called by the transport on every read (see Reader below).
+ *   called by the transport on every read (see Reader below), and the read lane:
+ *   a read of whole small messages for a connection whose messages go to
+ *   callbacks, delivered without the Python calls in between (see lane_read).
  *
  * The package works without it: setup.py builds it only where a C compiler is
  * available, and the Python code gives the same results.
@@ -403,6 +405,7 @@ typedef struct {
     PyObject *on_direct;
     PyObject *lender;
     int direct;           /* the last buffer lent was the lender's */
+    PyObject *lane;       /* the connection, for lane_read(); NULL or None: none */
 } Reader;
 
 static PyObject *str_lending;
@@ -416,6 +419,7 @@ Reader_traverse(Reader *self, visitproc visit, void *arg)
     Py_VISIT(self->on_data);
     Py_VISIT(self->on_direct);
     Py_VISIT(self->lender);
+    Py_VISIT(self->lane);
     Py_VISIT(Py_TYPE(self));
     return 0;
 }
@@ -427,6 +431,7 @@ Reader_clear(Reader *self)
     Py_CLEAR(self->on_data);
     Py_CLEAR(self->on_direct);
     Py_CLEAR(self->lender);
+    Py_CLEAR(self->lane);
     return 0;
 }
 
@@ -514,6 +519,384 @@ Reader_get_buffer(Reader *self, PyObject *sizehint)
     return Py_NewRef(self->view);
 }
 
+/*
+ * The read lane.
+ *
+ * A connection whose messages go to callbacks (a MessageHandler) spends most of a
+ * small message in four Python calls: the connection's read (_data_received), the
+ * session's step (Session.feed), the protocol's entry to the parser
+ * (Protocol.receive_data) and the delivery (_dispatch). For one common case,
+ * lane_read() does what those four do, reading and writing their objects' slots
+ * directly:
+ *
+ * - the connection is open, its callbacks are running (on_open was called, no
+ *   delivery is under way) and its transport is ours (no blocked-write hook);
+ * - the session has nothing pending: no message queued, reading not paused,
+ *   close() not called, no pong unseen, nothing to write, no pong held back;
+ * - the protocol is open and not failed, with nothing buffered from an earlier
+ *   read, no fragmented message under way and no compression;
+ * - the read holds nothing but whole small data frames (the ones parse_small
+ *   takes), at least one and fewer than the inbox's room.
+ *
+ * Anything else, checked before any state is touched, goes to the Python path
+ * (the reference, which the tests compare this with). The slots are found once,
+ * by bind_lane(), from the classes' member descriptors; their offsets hold for
+ * subclasses, and every object's type is checked before its slots are read.
+ */
+
+enum {
+    C_SESSION, C_LISTENER, C_LISTENER_STATE, C_DISPATCHING, C_BLOCKED_HOOK, C_BURST,
+    C_WRITE_PAUSED, C_COUNT
+};
+static const char *conn_slots[C_COUNT] = {
+    "_session", "_listener", "_listener_state", "_dispatching", "_blocked_hook", "_burst",
+    "_write_paused",
+};
+enum { S_PROTOCOL, S_INBOX, S_PONGS_SEEN, S_COUNT };
+static const char *session_slots[S_COUNT] = {"protocol", "inbox", "_pongs_seen"};
+enum {
+    P_STATE, P_FAILED, P_RBUF, P_PARTIAL, P_FAST_PATH, P_FAST_DEFLATE, P_MAX_MESSAGE_SIZE,
+    P_CLIENT, P_PONGS_RECEIVED, P_OUTPUT_READY, P_PONG_HELD, P_DEFER_PONGS, P_STALLED,
+    P_COUNT
+};
+static const char *protocol_slots[P_COUNT] = {
+    "state", "failed", "_rbuf", "_partial", "fast_path", "_fast_deflate",
+    "max_message_size", "client", "pongs_received", "output_ready", "pong_held",
+    "defer_pongs", "_stalled",
+};
+enum { I_MESSAGES, I_CLOSE_CALLED, I_PAUSED, I_MAX_QUEUE, I_FINISHED, I_COUNT };
+static const char *inbox_slots[I_COUNT] = {
+    "messages", "close_called", "paused", "max_queue", "finished",
+};
+
+static struct {
+    int bound;
+    PyTypeObject *conn_type, *session_type, *protocol_type, *inbox_type, *deque_type;
+    PyObject *open_state;       /* State.OPEN */
+    long open_called;           /* the connection's _listener_state once on_open ran */
+    Py_ssize_t conn[C_COUNT], session[S_COUNT], protocol[P_COUNT], inbox[I_COUNT];
+} lane;
+
+static PyObject *str_on_message;
+static PyObject *str_dispatch;
+static PyObject *str_callback_failed;
+static PyObject *str_extend;
+
+/* The slot at offset `off` of `obj`: a borrowed reference, NULL when unset. */
+#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+
+static void
+set_slot(PyObject *obj, Py_ssize_t off, PyObject *value)
+{
+    PyObject **slot = (PyObject **)((char *)obj + off);
+    PyObject *old = *slot;
+    *slot = Py_NewRef(value);
+    Py_XDECREF(old);
+}
+
+/* Find the offsets of `names` in `cls`: each must be a slot (member descriptor). */
+static int
+find_slots(PyObject *cls, const char **names, Py_ssize_t *offsets, int count)
+{
+    for (int k = 0; k < count; k++) {
+        PyObject *descr = PyObject_GetAttrString(cls, names[k]);
+        if (descr == NULL) {
+            return -1;
+        }
+        if (!Py_IS_TYPE(descr, &PyMemberDescr_Type)
+            || ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX
+            || !PyType_IsSubtype((PyTypeObject *)cls,
+                                 ((PyMemberDescrObject *)descr)->d_common.d_type)) {
+            PyErr_Format(PyExc_TypeError, "%R.%s is not an object slot", cls, names[k]);
+            Py_DECREF(descr);
+            return -1;
+        }
+        offsets[k] = ((PyMemberDescrObject *)descr)->d_member->offset;
+        Py_DECREF(descr);
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(bind_lane_doc,
+"bind_lane(connection, session, protocol, inbox, deque, open_state, open_called, /)\n--\n\n"
+"Find the slots the read lane uses in the four classes (see lane_read in\n"
+"_speedups.c); ``deque`` is the inbox's queue type, ``open_state`` the protocol's\n"
+"open state and ``open_called`` the connection's listener state once ``on_open``\n"
+"ran. Raises AttributeError or TypeError if a slot is missing or not an object\n"
+"slot; the lane then stays as it was.");
+
+static PyObject *
+bind_lane(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "bind_lane() takes exactly 7 arguments");
+        return NULL;
+    }
+    for (int k = 0; k < 5; k++) {
+        if (!PyType_Check(args[k])) {
+            PyErr_SetString(PyExc_TypeError, "bind_lane() takes five classes first");
+            return NULL;
+        }
+    }
+    long open_called = PyLong_AsLong(args[6]);
+    if (open_called == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    /* (A failure leaves the lane as it was.) */
+    Py_ssize_t conn[C_COUNT], session[S_COUNT], protocol[P_COUNT], inbox[I_COUNT];
+    if (find_slots(args[0], conn_slots, conn, C_COUNT) < 0
+        || find_slots(args[1], session_slots, session, S_COUNT) < 0
+        || find_slots(args[2], protocol_slots, protocol, P_COUNT) < 0
+        || find_slots(args[3], inbox_slots, inbox, I_COUNT) < 0) {
+        return NULL;
+    }
+    memcpy(lane.conn, conn, sizeof(conn));
+    memcpy(lane.session, session, sizeof(session));
+    memcpy(lane.protocol, protocol, sizeof(protocol));
+    memcpy(lane.inbox, inbox, sizeof(inbox));
+    Py_XSETREF(lane.conn_type, (PyTypeObject *)Py_NewRef(args[0]));
+    Py_XSETREF(lane.session_type, (PyTypeObject *)Py_NewRef(args[1]));
+    Py_XSETREF(lane.protocol_type, (PyTypeObject *)Py_NewRef(args[2]));
+    Py_XSETREF(lane.inbox_type, (PyTypeObject *)Py_NewRef(args[3]));
+    Py_XSETREF(lane.deque_type, (PyTypeObject *)Py_NewRef(args[4]));
+    Py_XSETREF(lane.open_state, Py_NewRef(args[5]));
+    lane.open_called = open_called;
+    lane.bound = 1;
+    Py_RETURN_NONE;
+}
+
+/* The message size limit as parse_small's `small`: frames shorter are taken. */
+static int
+small_limit(PyObject *limit, Py_ssize_t *small)
+{
+    if (limit == Py_None) {
+        *small = 126;
+        return 0;
+    }
+    if (!PyLong_CheckExact(limit)) {
+        return -1;
+    }
+    int overflow;
+    long long value = PyLong_AsLongLongAndOverflow(limit, &overflow);
+    if (overflow > 0 || (overflow == 0 && value > 124)) {
+        *small = 126;
+        return 0;
+    }
+    if (overflow < 0 || value < 0) {
+        return -1;
+    }
+    *small = (Py_ssize_t)value + 1;
+    return 0;
+}
+
+/* End the delivery of one message by `conn`'s listener: what _dispatch() does
+ * after its loop (the except clauses, then the checks after it). */
+static int
+lane_after_callback(PyObject *conn, PyObject *inbox, int failed)
+{
+    if (failed) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            /* (KeyboardInterrupt, SystemExit, CancelledError: not caught there
+             * either.) */
+            set_slot(conn, lane.conn[C_DISPATCHING], Py_False);
+            return -1;
+        }
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (tb != NULL) {
+            PyException_SetTraceback(value, tb);
+        }
+        PyObject *result = PyObject_CallMethodOneArg(conn, str_callback_failed, value);
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+        set_slot(conn, lane.conn[C_DISPATCHING], Py_False);
+        if (result == NULL) {
+            return -1;
+        }
+        Py_DECREF(result);
+    }
+    else {
+        set_slot(conn, lane.conn[C_DISPATCHING], Py_False);
+    }
+    PyObject *messages = SLOT(inbox, lane.inbox[I_MESSAGES]);
+    PyObject *finished = SLOT(inbox, lane.inbox[I_FINISHED]);
+    PyObject *hook = SLOT(conn, lane.conn[C_BLOCKED_HOOK]);
+    Py_ssize_t queued = messages == NULL ? 1 : PyObject_Length(messages);
+    if (queued < 0) {
+        return -1;
+    }
+    if (failed || queued || finished != Py_False || hook != Py_None) {
+        /* The rest of _dispatch(): it delivers what was queued meanwhile, pauses
+         * reading for a blocked foreign transport, calls on_close once the inbox
+         * is finished, and ends a delivery that failed. */
+        PyObject *result = PyObject_CallMethodNoArgs(conn, str_dispatch);
+        if (result == NULL) {
+            return -1;
+        }
+        Py_DECREF(result);
+    }
+    return 0;
+}
+
+/* Deliver a read as _data_received() would, if it is a case the lane takes.
+ * Returns 1 when done, 0 when the read is for the Python path (nothing was
+ * changed), -1 with an exception set. */
+static int
+lane_read(PyObject *conn, PyObject *data)
+{
+    if (!lane.bound || !PyObject_TypeCheck(conn, lane.conn_type)) {
+        return 0;
+    }
+    PyObject *session = SLOT(conn, lane.conn[C_SESSION]);
+    PyObject *listener = SLOT(conn, lane.conn[C_LISTENER]);
+    PyObject *state = SLOT(conn, lane.conn[C_LISTENER_STATE]);
+    PyObject *write_paused = SLOT(conn, lane.conn[C_WRITE_PAUSED]);
+    if (state == NULL || !PyLong_CheckExact(state)) {
+        return 0;
+    }
+    int overflow;
+    long listener_state = PyLong_AsLongAndOverflow(state, &overflow);
+    if (session == NULL || !Py_IS_TYPE(session, lane.session_type) || listener == NULL
+        || listener == Py_None || overflow || listener_state != lane.open_called
+        || SLOT(conn, lane.conn[C_DISPATCHING]) != Py_False
+        || SLOT(conn, lane.conn[C_BLOCKED_HOOK]) != Py_None
+        || (write_paused != Py_False && write_paused != Py_True)) {
+        return 0;
+    }
+    PyObject *proto = SLOT(session, lane.session[S_PROTOCOL]);
+    PyObject *inbox = SLOT(session, lane.session[S_INBOX]);
+    if (proto == NULL || !Py_IS_TYPE(proto, lane.protocol_type) || inbox == NULL
+        || !Py_IS_TYPE(inbox, lane.inbox_type)) {
+        return 0;
+    }
+    PyObject *rbuf = SLOT(proto, lane.protocol[P_RBUF]);
+    PyObject *client = SLOT(proto, lane.protocol[P_CLIENT]);
+    PyObject *pongs = SLOT(proto, lane.protocol[P_PONGS_RECEIVED]);
+    PyObject *pongs_seen = SLOT(session, lane.session[S_PONGS_SEEN]);
+    if (SLOT(proto, lane.protocol[P_STATE]) != lane.open_state
+        || SLOT(proto, lane.protocol[P_FAILED]) != Py_False
+        || rbuf == NULL || !PyBytes_CheckExact(rbuf) || PyBytes_GET_SIZE(rbuf) != 0
+        || SLOT(proto, lane.protocol[P_PARTIAL]) != Py_None
+        || SLOT(proto, lane.protocol[P_FAST_PATH]) != Py_True
+        || SLOT(proto, lane.protocol[P_FAST_DEFLATE]) != Py_None
+        || SLOT(proto, lane.protocol[P_OUTPUT_READY]) != Py_False
+        || SLOT(proto, lane.protocol[P_PONG_HELD]) != Py_False
+        || (client != Py_True && client != Py_False)
+        || pongs == NULL || pongs_seen == NULL || !PyLong_CheckExact(pongs)
+        || !PyLong_CheckExact(pongs_seen)) {
+        return 0;
+    }
+    int same = PyObject_RichCompareBool(pongs, pongs_seen, Py_EQ);
+    if (same <= 0) {
+        if (same < 0) {
+            PyErr_Clear();
+        }
+        return 0;
+    }
+    PyObject *messages = SLOT(inbox, lane.inbox[I_MESSAGES]);
+    PyObject *max_queue = SLOT(inbox, lane.inbox[I_MAX_QUEUE]);
+    if (messages == NULL || !Py_IS_TYPE(messages, lane.deque_type)
+        || SLOT(inbox, lane.inbox[I_CLOSE_CALLED]) != Py_False
+        || SLOT(inbox, lane.inbox[I_PAUSED]) != Py_False
+        || max_queue == NULL || !PyLong_CheckExact(max_queue)) {
+        return 0;
+    }
+    Py_ssize_t queued = PyObject_Length(messages);
+    if (queued != 0) {
+        if (queued < 0) {
+            PyErr_Clear();
+        }
+        return 0;
+    }
+    Py_ssize_t room = PyLong_AsSsize_t(max_queue);
+    if (room == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (room < 1) {
+        room = 1;
+    }
+    Py_ssize_t small;
+    if (small_limit(SLOT(proto, lane.protocol[P_MAX_MESSAGE_SIZE]), &small) < 0) {
+        return 0;
+    }
+
+    /* Parse (touches no state). */
+    PyObject *parsed = PyList_New(0);
+    if (parsed == NULL) {
+        return -1;
+    }
+    PyObject *zero = PyLong_FromSsize_t(0);
+    PyObject *small_obj = PyLong_FromSsize_t(small);
+    PyObject *room_obj = PyLong_FromSsize_t(room);
+    PyObject *end = NULL;
+    if (zero != NULL && small_obj != NULL && room_obj != NULL) {
+        PyObject *parse_args[6] = {
+            data, zero, client == Py_True ? Py_False : Py_True, small_obj, parsed, room_obj,
+        };
+        end = parse_small(NULL, parse_args, 6);
+    }
+    Py_XDECREF(zero);
+    Py_XDECREF(small_obj);
+    Py_XDECREF(room_obj);
+    if (end == NULL) {
+        Py_DECREF(parsed);
+        return -1;
+    }
+    Py_ssize_t i = PyLong_AsSsize_t(end);
+    Py_DECREF(end);
+    Py_ssize_t count = PyList_GET_SIZE(parsed);
+    if (i != PyBytes_GET_SIZE(data) || count < 1 || count >= room) {
+        /* Not only whole small frames, or enough of them to fill the inbox. */
+        Py_DECREF(parsed);
+        return 0;
+    }
+
+    /* What _data_received() and Session.feed() set for such a read. */
+    set_slot(conn, lane.conn[C_BURST], Py_False);
+    set_slot(proto, lane.protocol[P_DEFER_PONGS], write_paused);
+    set_slot(proto, lane.protocol[P_STALLED], Py_False);
+
+    /* (The callbacks may drop the reader's reference to the connection.) */
+    Py_INCREF(conn);
+    if (count > 1) {
+        /* Several messages: queued, then delivered by _dispatch() itself. */
+        PyObject *result = PyObject_CallMethodOneArg(messages, str_extend, parsed);
+        Py_DECREF(parsed);
+        if (result != NULL) {
+            Py_DECREF(result);
+            result = PyObject_CallMethodNoArgs(conn, str_dispatch);
+        }
+        Py_DECREF(conn);
+        if (result == NULL) {
+            return -1;
+        }
+        Py_DECREF(result);
+        return 1;
+    }
+
+    /* One message: _dispatch()'s loop, once. */
+    PyObject *message = Py_NewRef(PyList_GET_ITEM(parsed, 0));
+    Py_DECREF(parsed);
+    Py_INCREF(inbox);
+    set_slot(conn, lane.conn[C_DISPATCHING], Py_True);
+    PyObject *on_message = PyObject_GetAttr(listener, str_on_message);
+    PyObject *result = NULL;
+    if (on_message != NULL) {
+        PyObject *call_args[2] = {conn, message};
+        result = PyObject_Vectorcall(on_message, call_args, 2, NULL);
+        Py_DECREF(on_message);
+    }
+    Py_DECREF(message);
+    int status = lane_after_callback(conn, inbox, result == NULL);
+    Py_XDECREF(result);
+    Py_DECREF(inbox);
+    Py_DECREF(conn);
+    return status < 0 ? -1 : 1;
+}
+
 PyDoc_STRVAR(Reader_buffer_updated_doc,
 "buffer_updated(nbytes, /)\n--\n\n"
 "``nbytes`` were read into the buffer lent last: pass them on\n"
@@ -544,6 +927,16 @@ Reader_buffer_updated(Reader *self, PyObject *arg)
         return NULL;
     }
     PyObject *result;
+    if (self->lane != NULL && self->lane != Py_None) {
+        int done = lane_read(self->lane, data);
+        if (done) {
+            Py_DECREF(data);
+            if (done < 0) {
+                return NULL;
+            }
+            Py_RETURN_NONE;
+        }
+    }
     if (self->on_data == NULL || self->on_data == Py_None) {
         result = PyObject_CallMethodOneArg((PyObject *)self, str_data_received, data);
     }
@@ -568,6 +961,8 @@ static PyMemberDef Reader_members[] = {
      "Called with the number of bytes read into a buffer the lender lent."},
     {"_lender", T_OBJECT_EX, offsetof(Reader, lender), 0,
      "An object with ``lending`` and ``receive_buffer()``, or None."},
+    {"_lane", T_OBJECT, offsetof(Reader, lane), 0,
+     "The connection whose reads may take the read lane, or None."},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -595,6 +990,7 @@ static PyMethodDef speedups_methods[] = {
     {"mask_into", (PyCFunction)(void (*)(void))mask_into, METH_FASTCALL, mask_into_doc},
     {"parse_small", (PyCFunction)(void (*)(void))parse_small, METH_FASTCALL, parse_small_doc},
     {"build_frame", (PyCFunction)(void (*)(void))build_frame, METH_FASTCALL, build_frame_doc},
+    {"bind_lane", (PyCFunction)(void (*)(void))bind_lane, METH_FASTCALL, bind_lane_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -612,7 +1008,13 @@ PyInit__speedups(void)
     str_lending = PyUnicode_InternFromString("lending");
     str_receive_buffer = PyUnicode_InternFromString("receive_buffer");
     str_data_received = PyUnicode_InternFromString("data_received");
-    if (str_lending == NULL || str_receive_buffer == NULL || str_data_received == NULL) {
+    str_on_message = PyUnicode_InternFromString("on_message");
+    str_dispatch = PyUnicode_InternFromString("_dispatch");
+    str_callback_failed = PyUnicode_InternFromString("_callback_failed");
+    str_extend = PyUnicode_InternFromString("extend");
+    if (str_lending == NULL || str_receive_buffer == NULL || str_data_received == NULL
+        || str_on_message == NULL || str_dispatch == NULL || str_callback_failed == NULL
+        || str_extend == NULL) {
         return NULL;
     }
     PyObject *module = PyModule_Create(&speedups_module);

@@ -15,11 +15,22 @@ def parse_small(
     /,
 ) -> int: ...
 def build_frame(first: int, payload: str | Buffer, key: Buffer | None, /) -> bytes: ...
+def bind_lane(
+    connection: type,
+    session: type,
+    protocol: type,
+    inbox: type,
+    deque: type,
+    open_state: object,
+    open_called: int,
+    /,
+) -> None: ...
 
 class Reader:
     _on_data: Callable[[bytes], object] | None
     _on_direct: Callable[[int], object] | None
     _lender: Any
+    _lane: Any
     def _use_buffer(self, view: memoryview, /) -> None: ...
     def get_buffer(self, sizehint: int, /) -> memoryview: ...
     def buffer_updated(self, nbytes: int, /) -> None: ...

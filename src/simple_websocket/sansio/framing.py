@@ -141,12 +141,14 @@ except ImportError:  # not compiled (no C compiler at install time): pure Python
     _c_parse_small: _ParseSmall | None = None
     _c_build_frame: _BuildFrame | None = None
     _c_reader: type[Any] | None = None
+    _c_bind_lane: Callable[..., None] | None = None
 else:
     _c_apply_mask = _speedups.apply_mask
     _c_mask_into = _speedups.mask_into
     _c_parse_small = _speedups.parse_small
     _c_build_frame = _speedups.build_frame
     _c_reader = _speedups.Reader
+    _c_bind_lane = _speedups.bind_lane
 
 #: ``True`` when payloads are masked by the C extension ``_speedups`` (built at
 #: install time where a C compiler is available; ``SIMPLE_WEBSOCKET_NO_EXTENSIONS=1``
@@ -155,6 +157,10 @@ SPEEDUPS = _c_apply_mask is not None and not os.environ.get("SIMPLE_WEBSOCKET_NO
 #: ``_speedups.Reader`` (the base of the asyncio engine's protocol: the transport's
 #: two calls per read, in C) when the extension is in use, else ``None``.
 C_READER = _c_reader if SPEEDUPS else None
+#: ``bind_lane(connection, session, protocol, inbox, deque, open_state,
+#: open_called)``: turns on ``C_READER``'s read lane for connections of those
+#: classes (see ``_speedups.c``), when the extension is in use, else ``None``.
+C_BIND_LANE = _c_bind_lane if SPEEDUPS else None
 #: ``_apply_mask(data, key)``: ``data`` XORed with the repeated 4-byte ``key``, as a
 #: new object. ``_mask_into(buf, start, key, end)``: the same, in place on
 #: ``buf[start:end]`` (``end=None``: to the end of ``buf``).
