@@ -28,6 +28,7 @@ import simple_websocket
 from simple_websocket import AioClient, AioServer, ConnectionClosed, MessageHandler, serve
 
 from . import rawpeer
+from .conftest import ReadPath
 from .rawpeer import BINARY, CLOSE, TEXT, RawPeer, wait_for_condition
 
 pytestmark = pytest.mark.timeout(20)
@@ -919,45 +920,10 @@ async def test_close_nowait_with_an_invalid_code_raises_and_sends_nothing(code: 
 # With the C extension, a read of whole small messages for a MessageHandler in its
 # plain state is delivered in C (the reader's read lane) instead of through the
 # connection's read, the session's step, the protocol and the delivery in Python.
-# Each test below runs twice: with the lane, and with it turned off for every
-# connection (the Python path, the reference); both must give the same results. The
-# raw peer writes one frame per write, so that each message is a read of its own.
-
-
-class ReadPath:
-    """Which path the server's reads take; counts the reads the Python path got."""
-
-    def __init__(self, lane: bool) -> None:
-        self.lane = lane
-        self.python_reads = 0
-
-
-@pytest.fixture(params=["lane", "python"])
-def read_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> ReadPath:
-    from simple_websocket.asyncio import connection as connection_module
-    from simple_websocket.sansio import framing
-
-    lane = request.param == "lane"
-    if lane and framing.C_BIND_LANE is None:
-        pytest.skip("the C extension is turned off (SIMPLE_WEBSOCKET_NO_EXTENSIONS)")
-    path = ReadPath(lane)
-    data_received = connection_module.Connection._data_received
-
-    def counting(self: Any, data: bytes) -> None:
-        path.python_reads += 1
-        data_received(self, data)
-
-    # (Before any connection exists: attach() binds the reader to this.)
-    monkeypatch.setattr(connection_module.Connection, "_data_received", counting)
-    if not lane:
-        attach = connection_module.StreamProtocol.attach
-
-        def attach_without_lane(self: Any, conn: Any) -> None:
-            attach(self, conn)
-            self._lane = None
-
-        monkeypatch.setattr(connection_module.StreamProtocol, "attach", attach_without_lane)
-    return path
+# Each test below runs twice (the read_path fixture, in conftest.py): with the lane,
+# and with it turned off for every connection (the Python path, the reference); both
+# must give the same results. The raw peer writes one frame per write, so that each
+# message is a read of its own.
 
 
 SINGLE_MESSAGES: list[str | bytes] = ["a", b"\x00\xff", "", b"", "ünïcødé €😀", "x" * 125]

@@ -522,21 +522,23 @@ Reader_get_buffer(Reader *self, PyObject *sizehint)
 /*
  * The read lane.
  *
- * A connection whose messages go to callbacks (a MessageHandler) spends most of a
- * small message in four Python calls: the connection's read (_data_received), the
- * session's step (Session.feed), the protocol's entry to the parser
- * (Protocol.receive_data) and the delivery (_dispatch). For one common case,
- * lane_read() does what those four do, reading and writing their objects' slots
- * directly:
+ * A small message costs most of its time in Python calls: the connection's read
+ * (_data_received), the session's step (Session.feed), the protocol's entry to
+ * the parser (Protocol.receive_data), then either the delivery to callbacks
+ * (_dispatch, for a MessageHandler) or waking the tasks waiting in receive() or
+ * `async for`. For one common case, lane_read() does what those do, reading and
+ * writing their objects' slots directly:
  *
- * - the connection is open, its callbacks are running (on_open was called, no
- *   delivery is under way) and its transport is ours (no blocked-write hook);
- * - the session has nothing pending: no message queued, reading not paused,
- *   close() not called, no pong unseen, nothing to write, no pong held back;
+ * - the connection is open and its transport is ours (no blocked-write hook); with
+ *   callbacks, they are running (on_open was called, no delivery is under way);
+ * - the session has nothing pending: reading not paused, close() not called, no
+ *   pong unseen, nothing to write, no pong held back; with callbacks, no message
+ *   queued;
  * - the protocol is open and not failed, with nothing buffered from an earlier
  *   read, no fragmented message under way and no compression;
  * - the read holds nothing but whole small data frames (the ones parse_small
- *   takes), at least one and fewer than the inbox's room.
+ *   takes), at least one, and too few to fill the inbox (which would pause
+ *   reading).
  *
  * Anything else, checked before any state is touched, goes to the Python path
  * (the reference, which the tests compare this with). The slots are found once,
@@ -546,11 +548,11 @@ Reader_get_buffer(Reader *self, PyObject *sizehint)
 
 enum {
     C_SESSION, C_LISTENER, C_LISTENER_STATE, C_DISPATCHING, C_BLOCKED_HOOK, C_BURST,
-    C_WRITE_PAUSED, C_COUNT
+    C_WRITE_PAUSED, C_WAITERS, C_COUNT
 };
 static const char *conn_slots[C_COUNT] = {
     "_session", "_listener", "_listener_state", "_dispatching", "_blocked_hook", "_burst",
-    "_write_paused",
+    "_write_paused", "_waiters",
 };
 enum { S_PROTOCOL, S_INBOX, S_PONGS_SEEN, S_COUNT };
 static const char *session_slots[S_COUNT] = {"protocol", "inbox", "_pongs_seen"};
@@ -581,6 +583,8 @@ static PyObject *str_on_message;
 static PyObject *str_dispatch;
 static PyObject *str_callback_failed;
 static PyObject *str_extend;
+static PyObject *str_done;
+static PyObject *str_set_result;
 
 /* The slot at offset `off` of `obj`: a borrowed reference, NULL when unset. */
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
@@ -740,6 +744,48 @@ lane_after_callback(PyObject *conn, PyObject *inbox, int failed)
     return 0;
 }
 
+/* Queue the messages of a read and wake the tasks waiting for one, as
+ * _data_received() does for a connection read with receive() or `async for`. */
+static int
+lane_wake(PyObject *conn, PyObject *messages, PyObject *parsed, PyObject *waiters)
+{
+    PyObject *result = PyObject_CallMethodOneArg(messages, str_extend, parsed);
+    if (result == NULL) {
+        return -1;
+    }
+    Py_DECREF(result);
+    if (PyList_GET_SIZE(waiters) == 0) {
+        return 0;
+    }
+    PyObject *fresh = PyList_New(0);
+    if (fresh == NULL) {
+        return -1;
+    }
+    Py_INCREF(waiters);
+    set_slot(conn, lane.conn[C_WAITERS], fresh);
+    Py_DECREF(fresh);
+    int status = 0;
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(waiters); k++) {
+        PyObject *waiter = PyList_GET_ITEM(waiters, k);
+        Py_INCREF(waiter);
+        PyObject *done = PyObject_CallMethodNoArgs(waiter, str_done);
+        int yes = done == NULL ? -1 : PyObject_IsTrue(done);
+        Py_XDECREF(done);
+        if (yes == 0) {
+            result = PyObject_CallMethodOneArg(waiter, str_set_result, Py_None);
+            yes = result == NULL ? -1 : 0;
+            Py_XDECREF(result);
+        }
+        Py_DECREF(waiter);
+        if (yes < 0) {
+            status = -1;
+            break;
+        }
+    }
+    Py_DECREF(waiters);
+    return status;
+}
+
 /* Deliver a read as _data_received() would, if it is a case the lane takes.
  * Returns 1 when done, 0 when the read is for the Python path (nothing was
  * changed), -1 with an exception set. */
@@ -753,16 +799,25 @@ lane_read(PyObject *conn, PyObject *data)
     PyObject *listener = SLOT(conn, lane.conn[C_LISTENER]);
     PyObject *state = SLOT(conn, lane.conn[C_LISTENER_STATE]);
     PyObject *write_paused = SLOT(conn, lane.conn[C_WRITE_PAUSED]);
-    if (state == NULL || !PyLong_CheckExact(state)) {
-        return 0;
-    }
-    int overflow;
-    long listener_state = PyLong_AsLongAndOverflow(state, &overflow);
+    PyObject *waiters = SLOT(conn, lane.conn[C_WAITERS]);
     if (session == NULL || !Py_IS_TYPE(session, lane.session_type) || listener == NULL
-        || listener == Py_None || overflow || listener_state != lane.open_called
-        || SLOT(conn, lane.conn[C_DISPATCHING]) != Py_False
         || SLOT(conn, lane.conn[C_BLOCKED_HOOK]) != Py_None
         || (write_paused != Py_False && write_paused != Py_True)) {
+        return 0;
+    }
+    int callbacks = listener != Py_None;
+    if (callbacks) {
+        if (state == NULL || !PyLong_CheckExact(state)) {
+            return 0;
+        }
+        int overflow;
+        long listener_state = PyLong_AsLongAndOverflow(state, &overflow);
+        if (overflow || listener_state != lane.open_called
+            || SLOT(conn, lane.conn[C_DISPATCHING]) != Py_False) {
+            return 0;
+        }
+    }
+    else if (waiters == NULL || !PyList_CheckExact(waiters)) {
         return 0;
     }
     PyObject *proto = SLOT(session, lane.session[S_PROTOCOL]);
@@ -804,10 +859,11 @@ lane_read(PyObject *conn, PyObject *data)
         return 0;
     }
     Py_ssize_t queued = PyObject_Length(messages);
-    if (queued != 0) {
-        if (queued < 0) {
-            PyErr_Clear();
-        }
+    if (queued < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (callbacks && queued != 0) {
         return 0;
     }
     Py_ssize_t room = PyLong_AsSsize_t(max_queue);
@@ -815,8 +871,11 @@ lane_read(PyObject *conn, PyObject *data)
         PyErr_Clear();
         return 0;
     }
-    if (room < 1) {
-        room = 1;
+    /* Session.feed(): the inbox's room, at least 1; filling it pauses reading,
+     * which is left to the Python path. */
+    room -= queued;
+    if (room < 2) {
+        return 0;
     }
     Py_ssize_t small;
     if (small_limit(SLOT(proto, lane.protocol[P_MAX_MESSAGE_SIZE]), &small) < 0) {
@@ -861,6 +920,12 @@ lane_read(PyObject *conn, PyObject *data)
 
     /* (The callbacks may drop the reader's reference to the connection.) */
     Py_INCREF(conn);
+    if (!callbacks) {
+        int status = lane_wake(conn, messages, parsed, waiters);
+        Py_DECREF(parsed);
+        Py_DECREF(conn);
+        return status < 0 ? -1 : 1;
+    }
     if (count > 1) {
         /* Several messages: queued, then delivered by _dispatch() itself. */
         PyObject *result = PyObject_CallMethodOneArg(messages, str_extend, parsed);
@@ -1012,9 +1077,11 @@ PyInit__speedups(void)
     str_dispatch = PyUnicode_InternFromString("_dispatch");
     str_callback_failed = PyUnicode_InternFromString("_callback_failed");
     str_extend = PyUnicode_InternFromString("extend");
+    str_done = PyUnicode_InternFromString("done");
+    str_set_result = PyUnicode_InternFromString("set_result");
     if (str_lending == NULL || str_receive_buffer == NULL || str_data_received == NULL
         || str_on_message == NULL || str_dispatch == NULL || str_callback_failed == NULL
-        || str_extend == NULL) {
+        || str_extend == NULL || str_done == NULL || str_set_result == NULL) {
         return NULL;
     }
     PyObject *module = PyModule_Create(&speedups_module);
