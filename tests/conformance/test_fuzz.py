@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from wsproto.extensions import PerMessageDeflate
 
@@ -396,3 +396,118 @@ def test_live_client_survives_random_frames(
     frames: list[FrameSpec], cuts: list[int], deflate: bool
 ) -> None:
     asyncio.run(asyncio.wait_for(_client_scenario(frames, cuts, deflate), 20))
+
+
+# -- the read lane against the Python path ---------------------------------------------------
+
+# Mostly whole small data frames (what the C read lane takes), with now and then any
+# frame at all, so that reads mix both and the lane must hand over at any point.
+_lane_frames = st.one_of(
+    st.text(max_size=40).map(
+        lambda t: FrameSpec(TEXT, t.encode(), True, False, False, False, None, None)
+    ),
+    st.binary(max_size=60).map(
+        lambda b: FrameSpec(BINARY, b, True, False, False, False, None, None)
+    ),
+    st.text(max_size=40).map(
+        lambda t: FrameSpec(TEXT, t.encode(), True, False, False, False, None, None)
+    ),
+    frame_specs,
+)
+
+
+@contextlib.contextmanager
+def _read_lane(on: bool) -> Any:
+    """Connections made inside take the C read lane (``on``) or only the Python path."""
+    from simple_websocket.asyncio.connection import StreamProtocol
+
+    if on:
+        yield
+        return
+    attach = StreamProtocol.attach
+
+    def attach_without_lane(self: Any, conn: Any) -> None:
+        attach(self, conn)
+        self._lane = None
+
+    StreamProtocol.attach = attach_without_lane  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        StreamProtocol.attach = attach  # type: ignore[method-assign]
+
+
+async def _lane_scenario(
+    frames: list[FrameSpec], cuts: list[int], limit: int | None, callbacks: bool
+) -> tuple[list[str | bytes], int | None]:
+    """What a server delivers of ``frames`` (written in the chunks ``cuts`` make,
+    then EOF), and the close code it ends with."""
+    delivered: list[str | bytes] = []
+    ended: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+
+    class Collect(simple_websocket.MessageHandler):
+        def on_message(self, ws: Any, message: str | bytes) -> None:
+            delivered.append(message)
+
+        def on_close(self, ws: Any) -> None:
+            ended.set_result(ws.close_reason)
+
+    async def collect(ws: Any) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for message in ws:
+                delivered.append(message)
+        ended.set_result(ws.close_reason)
+
+    handler: Any = Collect() if callbacks else collect
+    async with simple_websocket.serve(handler, max_message_size=limit, close_timeout=2) as server:
+        peer = await open_peer(server.port)
+        data = b"".join(f.encode(sender_is_client=True) for f in frames)
+        for chunk in split(data, cuts):
+            peer.writer.write(chunk)
+            await peer.writer.drain()
+        with contextlib.suppress(OSError):
+            peer.writer.write_eof()
+        await asyncio.wait_for(_read_until_eof(peer.reader), 5)
+        peer.abort()
+        code = await asyncio.wait_for(ended, 5)
+    return delivered, code
+
+
+def _text(data: bytes, **changes: Any) -> FrameSpec:
+    spec = FrameSpec(TEXT, data, True, False, False, False, None, None)
+    for name, value in changes.items():
+        setattr(spec, name, value)
+    return spec
+
+
+@_settings(200, 3000)
+@given(
+    frames=st.lists(_lane_frames, max_size=12),
+    cuts=st.lists(st.integers(0, 600), max_size=6),
+    limit=st.sampled_from([None, 20, 125, LIMIT]),
+    callbacks=st.booleans(),
+)
+@example(frames=[_text(b"x" * 21)], cuts=[], limit=20, callbacks=True)
+@example(frames=[_text(b"x" * 21)], cuts=[], limit=20, callbacks=False)
+@example(frames=[_text(b"a"), _text(b"x" * 126), _text(b"b")], cuts=[], limit=None, callbacks=True)
+@example(frames=[_text(b"a"), _text(b"\xff"), _text(b"b")], cuts=[8], limit=None, callbacks=False)
+@example(
+    frames=[_text(b"ab", fin=False), _text(b"cd", opcode=CONT)], cuts=[], limit=125, callbacks=True
+)
+@example(frames=[_text(b"a", masked=False)], cuts=[], limit=None, callbacks=True)
+@example(frames=[_text(b"p", opcode=PING), _text(b"a")], cuts=[3], limit=None, callbacks=False)
+@example(frames=[_text(b"a" * 20)] * 20, cuts=[100, 300], limit=20, callbacks=True)
+def test_the_read_lane_delivers_what_the_python_path_delivers(
+    frames: list[FrameSpec], cuts: list[int], limit: int | None, callbacks: bool
+) -> None:
+    """Random reads, mostly of small messages: a server with the C read lane
+    delivers the same messages, and ends with the same close code, as one without."""
+    from simple_websocket.sansio import framing
+
+    results = []
+    for lane in ([True] if framing.C_BIND_LANE is not None else []) + [False]:
+        with _read_lane(lane):
+            results.append(
+                asyncio.run(asyncio.wait_for(_lane_scenario(frames, cuts, limit, callbacks), 20))
+            )
+    assert framing.C_BIND_LANE is None or results[0] == results[1]
