@@ -919,7 +919,8 @@ async def test_close_nowait_with_an_invalid_code_raises_and_sends_nothing(code: 
 #
 # With the C extension, a read of whole small messages for a MessageHandler in its
 # plain state is delivered in C (the reader's read lane) instead of through the
-# connection's read, the session's step, the protocol and the delivery in Python.
+# connection's read, the session's step, the protocol and the delivery in Python,
+# and the text echoed with send_nowait() is written in C (the send lane).
 # Each test below runs twice (the read_path fixture, in conftest.py): with the lane,
 # and with it turned off for every connection (the Python path, the reference); both
 # must give the same results. The raw peer writes one frame per write, so that each
@@ -943,10 +944,13 @@ async def test_messages_read_one_at_a_time_are_echoed(read_path: ReadPath) -> No
             frame = await peer.recv_data_frame()
             assert frame.opcode == (TEXT if isinstance(message, str) else BINARY)
             assert frame.payload == (message.encode() if isinstance(message, str) else message)
+        binary = sum(isinstance(m, bytes) for m in SINGLE_MESSAGES) * 3
         if read_path.lane:
             assert read_path.python_reads == 0
+            assert read_path.python_sends == binary  # text is the send lane's
         else:
             assert read_path.python_reads == len(SINGLE_MESSAGES) * 3
+            assert read_path.python_sends == len(SINGLE_MESSAGES) * 3
         conn = await handler.connection()
         await close_as_client(peer)
         await finished(handler, conn)

@@ -1,9 +1,10 @@
-"""The read lane for connections read with ``receive()`` and ``async for``.
+"""The C lanes: reads for ``receive()`` and ``async for``, and the send lane.
 
 With the C extension, a read of whole small messages is queued in C, and the
 tasks waiting for a message are woken there, while the connection is in its plain
-state (``_speedups.c``, ``lane_read``). Each test runs with the lane and with it
-turned off for every connection (the Python path, the reference; the
+state (``_speedups.c``, ``lane_read``); a server's text message that starts a
+burst is written there too (``send_lane``). Each test runs with the lanes and with
+them turned off for every connection (the Python path, the reference; the
 ``read_path`` fixture) and expects the same results. Servers are real ones on
 127.0.0.1 (port 0): ours, and the ``websockets`` library's for our client. The raw
 peer writes one frame per write, so that each message is a read of its own.
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 import websockets.asyncio.server
 
+import simple_websocket
 from simple_websocket import AioClient, serve
 
 from . import rawpeer
@@ -47,6 +49,8 @@ async def test_messages_read_one_at_a_time_reach_async_for(read_path: ReadPath) 
                 await peer.send_binary(message)
                 assert (await peer.recv_data_frame()).payload == message
         assert read_path.python_reads == (0 if read_path.lane else len(messages))
+        binary = sum(isinstance(m, bytes) for m in messages)
+        assert read_path.python_sends == (binary if read_path.lane else len(messages))
         await peer.send_close(1000)
         assert (await peer.expect_close()).close_code == 1000
         await peer.expect_eof()
@@ -143,3 +147,26 @@ async def test_our_client_against_the_websockets_server(
                 await ws.send(message)
                 assert await ws.receive(timeout=10) == message
             assert read_path.python_reads == (0 if read_path.lane and not compression else 20)
+
+
+async def test_a_burst_of_sends_from_one_callback_keeps_its_order(read_path: ReadPath) -> None:
+    """Several send_nowait() calls from one on_message: the first frame of the
+    burst goes out at once (the send lane's), the others are coalesced after it
+    (the Python path's), in the order of the calls."""
+    replies: list[str | bytes] = ["1", "2", b"3", "4", "5"]
+
+    class Burst(simple_websocket.MessageHandler):
+        def on_message(self, ws: Any, message: str | bytes) -> None:
+            for reply in replies:
+                ws.send_nowait(reply)
+
+    async with serve(Burst()) as server:
+        peer = await rawpeer.connect(server.port)
+        for _ in range(3):
+            await peer.send_text("go")
+            for reply in replies:
+                frame = await peer.recv_data_frame()
+                assert frame.payload == (reply.encode() if isinstance(reply, str) else reply)
+        assert read_path.python_sends == 3 * (len(replies) - (1 if read_path.lane else 0))
+        await peer.send_close(1000)
+        await peer.expect_close()

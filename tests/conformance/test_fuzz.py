@@ -418,36 +418,42 @@ _lane_frames = st.one_of(
 
 @contextlib.contextmanager
 def _read_lane(on: bool) -> Any:
-    """Connections made inside take the C read lane (``on``) or only the Python path."""
-    from simple_websocket.asyncio.connection import StreamProtocol
+    """Connections made inside take the C read and send lanes (``on``) or only the
+    Python path."""
+    from simple_websocket.asyncio import connection as connection_module
 
     if on:
         yield
         return
-    attach = StreamProtocol.attach
+    attach = connection_module.StreamProtocol.attach
+    send_lane = connection_module._send_lane
 
     def attach_without_lane(self: Any, conn: Any) -> None:
         attach(self, conn)
         self._lane = None
 
-    StreamProtocol.attach = attach_without_lane  # type: ignore[method-assign]
+    connection_module.StreamProtocol.attach = attach_without_lane  # type: ignore[method-assign]
+    connection_module._send_lane = None
     try:
         yield
     finally:
-        StreamProtocol.attach = attach  # type: ignore[method-assign]
+        connection_module.StreamProtocol.attach = attach  # type: ignore[method-assign]
+        connection_module._send_lane = send_lane
 
 
 async def _lane_scenario(
     frames: list[FrameSpec], cuts: list[int], limit: int | None, callbacks: bool
-) -> tuple[list[str | bytes], int | None]:
+) -> tuple[list[str | bytes], int | None, list[tuple[int, bytes]]]:
     """What a server delivers of ``frames`` (written in the chunks ``cuts`` make,
-    then EOF), and the close code it ends with."""
+    then EOF), the close code it ends with, and the data frames it sends back (it
+    echoes each message)."""
     delivered: list[str | bytes] = []
     ended: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
 
     class Collect(simple_websocket.MessageHandler):
         def on_message(self, ws: Any, message: str | bytes) -> None:
             delivered.append(message)
+            ws.send_nowait(message)
 
         def on_close(self, ws: Any) -> None:
             ended.set_result(ws.close_reason)
@@ -456,6 +462,7 @@ async def _lane_scenario(
         with contextlib.suppress(ConnectionClosed):
             async for message in ws:
                 delivered.append(message)
+                await ws.send(message)
         ended.set_result(ws.close_reason)
 
     handler: Any = Collect() if callbacks else collect
@@ -467,10 +474,12 @@ async def _lane_scenario(
             await peer.writer.drain()
         with contextlib.suppress(OSError):
             peer.writer.write_eof()
-        await asyncio.wait_for(_read_until_eof(peer.reader), 5)
+        out = await asyncio.wait_for(_read_until_eof(peer.reader), 5)
         peer.abort()
         code = await asyncio.wait_for(ended, 5)
-    return delivered, code
+    # (Data frames only: pongs may come before or after an echo.)
+    echoed = [(op, p) for op, _, _, p in parse_frames(out) if op in (TEXT, BINARY, CONT)]
+    return delivered, code, echoed
 
 
 def _text(data: bytes, **changes: Any) -> FrameSpec:
@@ -500,8 +509,9 @@ def _text(data: bytes, **changes: Any) -> FrameSpec:
 def test_the_read_lane_delivers_what_the_python_path_delivers(
     frames: list[FrameSpec], cuts: list[int], limit: int | None, callbacks: bool
 ) -> None:
-    """Random reads, mostly of small messages: a server with the C read lane
-    delivers the same messages, and ends with the same close code, as one without."""
+    """Random reads, mostly of small messages: a server with the C lanes delivers
+    and echoes the same messages, and ends with the same close code, as one
+    without."""
     from simple_websocket.sansio import framing
 
     results = []

@@ -40,7 +40,7 @@ from typing import Protocol as TypingProtocol
 from wsproto.extensions import Extension
 
 from ..errors import ConnectionClosed
-from ..sansio.framing import C_BIND_LANE, C_READER
+from ..sansio.framing import C_BIND_LANE, C_READER, C_SEND_LANE
 from ..sansio.protocol import CloseCode, Protocol, State, check_close_code
 from ..sansio.session import (
     ABORT,
@@ -604,6 +604,8 @@ class Connection(BaseConnection):
                 raise self._send_closed_error()
         if type(data) is not str:
             self._write_message(proto, data)
+        elif _send_lane is not None and _send_lane(self, data):
+            pass  # written by the C send lane (the common case of what follows)
         else:
             frame = proto.send_frame(data)
             transport = self._transport
@@ -640,6 +642,8 @@ class Connection(BaseConnection):
         Raises:
             ConnectionClosed: The connection is closing or closed.
         """
+        if _send_lane is not None and _send_lane(self, data):
+            return  # written by the C send lane (the common case of what follows)
         session = self._session
         if session is None or session.protocol.state is not _OPEN or self._inbox.close_called:
             raise self._send_closed_error()
@@ -808,9 +812,12 @@ class _ReadBuffer(threading.local):
 
 _read_buffer = _ReadBuffer()
 
+#: Writes a server's text message in C where send() and send_nowait() would write
+#: it straight to the transport (see _speedups.c), or None: the Python path.
+_send_lane = C_SEND_LANE
 if C_BIND_LANE is not None:
-    # The C reader's read lane (see StreamProtocol.attach) reads and writes these
-    # classes' slots; it finds them here, once.
+    # The C reader's read lane (see StreamProtocol.attach) and the send lane read
+    # and write these classes' slots; they find them here, once.
     C_BIND_LANE(Connection, Session, Protocol, Inbox, deque, State.OPEN, _OPEN_CALLED)
 
 

@@ -11,8 +11,9 @@
  *   in Python. Any other frame is left to the Python parser.
  * - Reader: the get_buffer()/buffer_updated() pair of a buffered asyncio protocol,
  *   called by the transport on every read (see Reader below), and the read lane:
- *   a read of whole small messages for a connection whose messages go to
- *   callbacks, delivered without the Python calls in between (see lane_read).
+ *   a read of whole small messages queued or delivered without the Python calls
+ *   in between (see lane_read); the send lane writes a server's text message the
+ *   same way (see send_lane).
  *
  * The package works without it: setup.py builds it only where a C compiler is
  * available, and the Python code gives the same results.
@@ -548,11 +549,11 @@ Reader_get_buffer(Reader *self, PyObject *sizehint)
 
 enum {
     C_SESSION, C_LISTENER, C_LISTENER_STATE, C_DISPATCHING, C_BLOCKED_HOOK, C_BURST,
-    C_WRITE_PAUSED, C_WAITERS, C_COUNT
+    C_WRITE_PAUSED, C_WAITERS, C_INBOX, C_COALESCED, C_TRANSPORT, C_COUNT
 };
 static const char *conn_slots[C_COUNT] = {
     "_session", "_listener", "_listener_state", "_dispatching", "_blocked_hook", "_burst",
-    "_write_paused", "_waiters",
+    "_write_paused", "_waiters", "_inbox", "_coalesced", "_transport",
 };
 enum { S_PROTOCOL, S_INBOX, S_PONGS_SEEN, S_COUNT };
 static const char *session_slots[S_COUNT] = {"protocol", "inbox", "_pongs_seen"};
@@ -585,6 +586,8 @@ static PyObject *str_callback_failed;
 static PyObject *str_extend;
 static PyObject *str_done;
 static PyObject *str_set_result;
+static PyObject *str_is_closing;
+static PyObject *str_write;
 
 /* The slot at offset `off` of `obj`: a borrowed reference, NULL when unset. */
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
@@ -962,6 +965,82 @@ lane_read(PyObject *conn, PyObject *data)
     return status < 0 ? -1 : 1;
 }
 
+PyDoc_STRVAR(send_lane_doc,
+"send_lane(connection, data, /)\n--\n\n"
+"Write the text message ``data`` as ``connection.send_nowait(data)`` would, when\n"
+"that is the first frame of a burst on an open, uncompressed server connection\n"
+"with a transport of its own, and return ``True``; otherwise do nothing and\n"
+"return ``False`` (the Python path then sends it).");
+
+/* The first frame of a burst, written the way Connection.send_nowait() and
+ * Protocol.send_frame() write it for a server without compression: built in one
+ * allocation and handed to the transport. Everything else (binary data, a
+ * client's masked frames, compression, a burst under way, a connection closing)
+ * is left to the Python path. */
+static PyObject *
+send_lane(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "send_lane() takes exactly 2 arguments");
+        return NULL;
+    }
+    PyObject *conn = args[0], *data = args[1];
+    if (!lane.bound || !PyUnicode_CheckExact(data) || !PyObject_TypeCheck(conn, lane.conn_type)) {
+        Py_RETURN_FALSE;
+    }
+    PyObject *session = SLOT(conn, lane.conn[C_SESSION]);
+    PyObject *inbox = SLOT(conn, lane.conn[C_INBOX]);
+    PyObject *transport = SLOT(conn, lane.conn[C_TRANSPORT]);
+    if (session == NULL || !Py_IS_TYPE(session, lane.session_type) || inbox == NULL
+        || !Py_IS_TYPE(inbox, lane.inbox_type)
+        || SLOT(inbox, lane.inbox[I_CLOSE_CALLED]) != Py_False
+        || SLOT(conn, lane.conn[C_BURST]) != Py_False
+        || SLOT(conn, lane.conn[C_COALESCED]) != Py_None || transport == NULL
+        || transport == Py_None) {
+        Py_RETURN_FALSE;
+    }
+    PyObject *proto = SLOT(session, lane.session[S_PROTOCOL]);
+    if (proto == NULL || !Py_IS_TYPE(proto, lane.protocol_type)
+        || SLOT(proto, lane.protocol[P_STATE]) != lane.open_state
+        || SLOT(proto, lane.protocol[P_CLIENT]) != Py_False
+        || SLOT(proto, lane.protocol[P_FAST_PATH]) != Py_True
+        || SLOT(proto, lane.protocol[P_FAST_DEFLATE]) != Py_None) {
+        Py_RETURN_FALSE;
+    }
+    Py_INCREF(transport);
+    PyObject *closing = PyObject_CallMethodNoArgs(transport, str_is_closing);
+    int yes = closing == NULL ? -1 : PyObject_IsTrue(closing);
+    Py_XDECREF(closing);
+    if (yes != 0) {
+        Py_DECREF(transport);
+        if (yes < 0) {
+            return NULL;
+        }
+        Py_RETURN_FALSE;
+    }
+    PyObject *first = PyLong_FromLong(0x81);
+    if (first == NULL) {
+        Py_DECREF(transport);
+        return NULL;
+    }
+    PyObject *build_args[3] = {first, data, Py_None};
+    PyObject *frame = build_frame(NULL, build_args, 3);
+    Py_DECREF(first);
+    if (frame == NULL) {
+        Py_DECREF(transport);
+        return NULL;
+    }
+    set_slot(conn, lane.conn[C_BURST], Py_True);
+    PyObject *result = PyObject_CallMethodOneArg(transport, str_write, frame);
+    Py_DECREF(frame);
+    Py_DECREF(transport);
+    if (result == NULL) {
+        return NULL;
+    }
+    Py_DECREF(result);
+    Py_RETURN_TRUE;
+}
+
 PyDoc_STRVAR(Reader_buffer_updated_doc,
 "buffer_updated(nbytes, /)\n--\n\n"
 "``nbytes`` were read into the buffer lent last: pass them on\n"
@@ -1056,6 +1135,7 @@ static PyMethodDef speedups_methods[] = {
     {"parse_small", (PyCFunction)(void (*)(void))parse_small, METH_FASTCALL, parse_small_doc},
     {"build_frame", (PyCFunction)(void (*)(void))build_frame, METH_FASTCALL, build_frame_doc},
     {"bind_lane", (PyCFunction)(void (*)(void))bind_lane, METH_FASTCALL, bind_lane_doc},
+    {"send_lane", (PyCFunction)(void (*)(void))send_lane, METH_FASTCALL, send_lane_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1079,9 +1159,12 @@ PyInit__speedups(void)
     str_extend = PyUnicode_InternFromString("extend");
     str_done = PyUnicode_InternFromString("done");
     str_set_result = PyUnicode_InternFromString("set_result");
+    str_is_closing = PyUnicode_InternFromString("is_closing");
+    str_write = PyUnicode_InternFromString("write");
     if (str_lending == NULL || str_receive_buffer == NULL || str_data_received == NULL
         || str_on_message == NULL || str_dispatch == NULL || str_callback_failed == NULL
-        || str_extend == NULL || str_done == NULL || str_set_result == NULL) {
+        || str_extend == NULL || str_done == NULL || str_set_result == NULL
+        || str_is_closing == NULL || str_write == NULL) {
         return NULL;
     }
     PyObject *module = PyModule_Create(&speedups_module);

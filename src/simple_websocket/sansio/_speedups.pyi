@@ -25,6 +25,7 @@ def bind_lane(
     open_called: int,
     /,
 ) -> None: ...
+def send_lane(connection: Any, data: Any, /) -> bool: ...
 
 class Reader:
     _on_data: Callable[[bytes], object] | None

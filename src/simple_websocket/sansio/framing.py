@@ -142,6 +142,7 @@ except ImportError:  # not compiled (no C compiler at install time): pure Python
     _c_build_frame: _BuildFrame | None = None
     _c_reader: type[Any] | None = None
     _c_bind_lane: Callable[..., None] | None = None
+    _c_send_lane: Callable[[Any, Any], bool] | None = None
 else:
     _c_apply_mask = _speedups.apply_mask
     _c_mask_into = _speedups.mask_into
@@ -149,6 +150,7 @@ else:
     _c_build_frame = _speedups.build_frame
     _c_reader = _speedups.Reader
     _c_bind_lane = _speedups.bind_lane
+    _c_send_lane = _speedups.send_lane
 
 #: ``True`` when payloads are masked by the C extension ``_speedups`` (built at
 #: install time where a C compiler is available; ``SIMPLE_WEBSOCKET_NO_EXTENSIONS=1``
@@ -161,6 +163,10 @@ C_READER = _c_reader if SPEEDUPS else None
 #: open_called)``: turns on ``C_READER``'s read lane for connections of those
 #: classes (see ``_speedups.c``), when the extension is in use, else ``None``.
 C_BIND_LANE = _c_bind_lane if SPEEDUPS else None
+#: ``send_lane(connection, data) -> bool``: writes a server's text message the way
+#: ``send_nowait()`` does, in the common case, once ``C_BIND_LANE`` bound the
+#: classes (see ``_speedups.c``), when the extension is in use, else ``None``.
+C_SEND_LANE = _c_send_lane if SPEEDUPS else None
 #: ``_apply_mask(data, key)``: ``data`` XORed with the repeated 4-byte ``key``, as a
 #: new object. ``_mask_into(buf, start, key, end)``: the same, in place on
 #: ``buf[start:end]`` (``end=None``: to the end of ``buf``).
