@@ -87,6 +87,8 @@ class Frame:
     rsv2: bool = False
     rsv3: bool = False
     masked: bool = False
+    #: The masking key (``b""`` for an unmasked frame).
+    key: bytes = b""
 
     @property
     def close_code(self) -> int | None:
@@ -216,6 +218,7 @@ class RawPeer:
             rsv2=bool(b0 & 0x20),
             rsv3=bool(b0 & 0x10),
             masked=masked,
+            key=key,
         )
         # RFC 6455 5.1: a client masks every frame, a server none.
         expected_masked = self.role == "server"

@@ -130,8 +130,9 @@ async def test_two_receivers_share_the_messages_and_none_is_lost(read_path: Read
 async def test_our_client_against_the_websockets_server(
     read_path: ReadPath, compression: bool
 ) -> None:
-    """Our client, reading echoes from the websockets library's server: the same
-    messages either way. Compressed messages are never the lane's."""
+    """Our client, exchanging messages with the websockets library's server: the
+    same messages either way; text is masked by the send lane with the keys of
+    the protocol's pool. Compressed messages are never the lanes'."""
 
     async def echo(ws: Any) -> None:
         async for message in ws:
@@ -146,7 +147,11 @@ async def test_our_client_against_the_websockets_server(
                 message = f"message {i}" if i % 2 else f"message {i}".encode()
                 await ws.send(message)
                 assert await ws.receive(timeout=10) == message
-            assert read_path.python_reads == (0 if read_path.lane and not compression else 20)
+            lanes = read_path.lane and not compression
+            assert read_path.python_reads == (0 if lanes else 20)
+            # The ten binary messages are the Python path's; so are the two key
+            # pool refills, which fall on binary messages here (the 1st and 17th).
+            assert read_path.python_sends == (10 if lanes else 20)
 
 
 async def test_a_burst_of_sends_from_one_callback_keeps_its_order(read_path: ReadPath) -> None:
@@ -170,3 +175,30 @@ async def test_a_burst_of_sends_from_one_callback_keeps_its_order(read_path: Rea
         assert read_path.python_sends == 3 * (len(replies) - (1 if read_path.lane else 0))
         await peer.send_close(1000)
         await peer.expect_close()
+
+
+async def test_every_frame_of_our_client_has_a_masking_key_of_its_own(
+    read_path: ReadPath,
+) -> None:
+    """Text sent by our client, one message per round trip (each the first frame
+    of a burst): each frame masked with the next key of the pool (RFC 6455 5.3:
+    unpredictable keys), across the pool's refills, the payloads intact."""
+    async with rawpeer.RawServer() as raw:
+        async with AioClient.connect(raw.url, compression=False) as ws:
+            peer = await raw.accept()
+            total = 40  # more than the first pool's 16 keys
+            frames = []
+            for i in range(total):
+                await ws.send(f"message {i}")
+                frames.append(await peer.recv_frame())
+                await peer.send_text("ack")
+                assert await ws.receive(timeout=10) == "ack"
+            assert [f.payload for f in frames] == [f"message {i}".encode() for i in range(total)]
+            assert all(f.masked and len(f.key) == 4 for f in frames)
+            assert len({f.key for f in frames}) == total
+            # Only the two refills of the key pool took the Python path.
+            assert read_path.python_sends == (2 if read_path.lane else total)
+            await peer.send_close(1000)
+            assert (await peer.expect_close()).close_code == 1000
+            peer.close_tcp()  # the server closes TCP first (RFC 6455 7.1.1)
+            await ws.wait_closed()

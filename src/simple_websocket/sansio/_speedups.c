@@ -560,12 +560,12 @@ static const char *session_slots[S_COUNT] = {"protocol", "inbox", "_pongs_seen"}
 enum {
     P_STATE, P_FAILED, P_RBUF, P_PARTIAL, P_FAST_PATH, P_FAST_DEFLATE, P_MAX_MESSAGE_SIZE,
     P_CLIENT, P_PONGS_RECEIVED, P_OUTPUT_READY, P_PONG_HELD, P_DEFER_PONGS, P_STALLED,
-    P_COUNT
+    P_KEYS, P_KEY_POS, P_COUNT
 };
 static const char *protocol_slots[P_COUNT] = {
     "state", "failed", "_rbuf", "_partial", "fast_path", "_fast_deflate",
     "max_message_size", "client", "pongs_received", "output_ready", "pong_held",
-    "defer_pongs", "_stalled",
+    "defer_pongs", "_stalled", "_keys", "_key_pos",
 };
 enum { I_MESSAGES, I_CLOSE_CALLED, I_PAUSED, I_MAX_QUEUE, I_FINISHED, I_COUNT };
 static const char *inbox_slots[I_COUNT] = {
@@ -968,15 +968,15 @@ lane_read(PyObject *conn, PyObject *data)
 PyDoc_STRVAR(send_lane_doc,
 "send_lane(connection, data, /)\n--\n\n"
 "Write the text message ``data`` as ``connection.send_nowait(data)`` would, when\n"
-"that is the first frame of a burst on an open, uncompressed server connection\n"
-"with a transport of its own, and return ``True``; otherwise do nothing and\n"
-"return ``False`` (the Python path then sends it).");
+"that is the first frame of a burst on an open, uncompressed connection with a\n"
+"transport of its own, and return ``True``; otherwise do nothing and return\n"
+"``False`` (the Python path then sends it).");
 
 /* The first frame of a burst, written the way Connection.send_nowait() and
- * Protocol.send_frame() write it for a server without compression: built in one
- * allocation and handed to the transport. Everything else (binary data, a
- * client's masked frames, compression, a burst under way, a connection closing)
- * is left to the Python path. */
+ * Protocol.send_frame() write it without compression: built in one allocation
+ * (a client's masked with the next key of its protocol's key pool) and handed to
+ * the transport. Everything else (binary data, compression, a burst under way, a
+ * connection closing, a key pool used up) is left to the Python path. */
 static PyObject *
 send_lane(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1000,12 +1000,28 @@ send_lane(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_RETURN_FALSE;
     }
     PyObject *proto = SLOT(session, lane.session[S_PROTOCOL]);
+    PyObject *client = proto == NULL ? NULL : SLOT(proto, lane.protocol[P_CLIENT]);
     if (proto == NULL || !Py_IS_TYPE(proto, lane.protocol_type)
         || SLOT(proto, lane.protocol[P_STATE]) != lane.open_state
-        || SLOT(proto, lane.protocol[P_CLIENT]) != Py_False
+        || (client != Py_False && client != Py_True)
         || SLOT(proto, lane.protocol[P_FAST_PATH]) != Py_True
         || SLOT(proto, lane.protocol[P_FAST_DEFLATE]) != Py_None) {
         Py_RETURN_FALSE;
+    }
+    /* A client masks with the next 4 bytes of its key pool (Protocol.send_frame). */
+    PyObject *keys = NULL;
+    Py_ssize_t key_pos = 0;
+    if (client == Py_True) {
+        keys = SLOT(proto, lane.protocol[P_KEYS]);
+        PyObject *pos = SLOT(proto, lane.protocol[P_KEY_POS]);
+        if (keys == NULL || !PyBytes_CheckExact(keys) || pos == NULL || !PyLong_CheckExact(pos)) {
+            Py_RETURN_FALSE;
+        }
+        key_pos = PyLong_AsSsize_t(pos);
+        if (key_pos < 0 || key_pos > PyBytes_GET_SIZE(keys) - 4) {
+            PyErr_Clear();
+            Py_RETURN_FALSE;
+        }
     }
     Py_INCREF(transport);
     PyObject *closing = PyObject_CallMethodNoArgs(transport, str_is_closing);
@@ -1023,9 +1039,28 @@ send_lane(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(transport);
         return NULL;
     }
-    PyObject *build_args[3] = {first, data, Py_None};
+    PyObject *key = Py_None, *next_pos = NULL;
+    if (keys != NULL) {
+        key = PyBytes_FromStringAndSize(PyBytes_AS_STRING(keys) + key_pos, 4);
+        next_pos = PyLong_FromSsize_t(key_pos + 4);
+        if (key == NULL || next_pos == NULL) {
+            Py_XDECREF(key);
+            Py_XDECREF(next_pos);
+            Py_DECREF(first);
+            Py_DECREF(transport);
+            return NULL;
+        }
+    }
+    PyObject *build_args[3] = {first, data, key};
     PyObject *frame = build_frame(NULL, build_args, 3);
     Py_DECREF(first);
+    if (keys != NULL) {
+        Py_DECREF(key);
+        if (frame != NULL) {
+            set_slot(proto, lane.protocol[P_KEY_POS], next_pos);
+        }
+        Py_DECREF(next_pos);
+    }
     if (frame == NULL) {
         Py_DECREF(transport);
         return NULL;
