@@ -604,7 +604,7 @@ class Connection(BaseConnection):
                 raise self._send_closed_error()
         if type(data) is not str:
             self._write_message(proto, data)
-        elif _send_lane is not None and _send_lane(self, data):
+        elif not self._burst and _send_lane is not None and _send_lane(self, data):
             pass  # written by the C send lane (the common case of what follows)
         else:
             frame = proto.send_frame(data)
@@ -642,7 +642,7 @@ class Connection(BaseConnection):
         Raises:
             ConnectionClosed: The connection is closing or closed.
         """
-        if _send_lane is not None and _send_lane(self, data):
+        if not self._burst and _send_lane is not None and _send_lane(self, data):
             return  # written by the C send lane (the common case of what follows)
         session = self._session
         if session is None or session.protocol.state is not _OPEN or self._inbox.close_called:

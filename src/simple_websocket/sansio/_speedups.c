@@ -884,6 +884,12 @@ lane_read(PyObject *conn, PyObject *data)
     if (small_limit(SLOT(proto, lane.protocol[P_MAX_MESSAGE_SIZE]), &small) < 0) {
         return 0;
     }
+    /* A read longer than room - 1 of the largest small frames (2 + 4 + 125 bytes
+     * masked, 2 + 125 unmasked) cannot be for the lane: not worth parsing (the
+     * reads of a pipelined stream, or of a large message). */
+    if (PyBytes_GET_SIZE(data) > (room - 1) * (client == Py_True ? 127 : 131)) {
+        return 0;
+    }
 
     /* Parse (touches no state). */
     PyObject *parsed = PyList_New(0);
