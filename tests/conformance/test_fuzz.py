@@ -315,6 +315,18 @@ async def _read_until_eof(reader: asyncio.StreamReader) -> bytes:
     return bytes(data)
 
 
+async def _write_then_read_all(peer: Any, data: bytes, cuts: list[int]) -> bytes:
+    """Write ``data`` in the chunks ``cuts`` make, half-close, and return all the
+    other side sends until it closes: whatever state the bytes left it in, it must
+    end the connection (no hang)."""
+    for chunk in split(data, cuts):
+        peer.writer.write(chunk)
+        await peer.writer.drain()
+    with contextlib.suppress(OSError):
+        peer.writer.write_eof()
+    return await asyncio.wait_for(_read_until_eof(peer.reader), 5)
+
+
 async def _echo(ws: Any) -> None:
     with contextlib.suppress(ConnectionClosed):
         async for message in ws:
@@ -325,14 +337,7 @@ async def _server_scenario(frames: list[FrameSpec], cuts: list[int], deflate: bo
     async with simple_websocket.serve(_echo, max_message_size=LIMIT, close_timeout=2) as server:
         peer = await open_peer(server.port, extensions="permessage-deflate" if deflate else None)
         data = b"".join(f.encode(sender_is_client=True) for f in frames)
-        for chunk in split(data, cuts):
-            peer.writer.write(chunk)
-            await peer.writer.drain()
-        # Our half-close: the server must then end the connection, whatever state
-        # the random bytes left it in (no hang).
-        with contextlib.suppress(OSError):
-            peer.writer.write_eof()
-        out = await asyncio.wait_for(_read_until_eof(peer.reader), 5)
+        out = await _write_then_read_all(peer, data, cuts)
         for opcode, _, masked, payload in parse_frames(out):
             assert not masked
             if opcode == CLOSE and payload:
@@ -371,12 +376,7 @@ async def _client_scenario(frames: list[FrameSpec], cuts: list[int], deflate: bo
                     assert isinstance(message, (str, bytes))
 
         consumer = asyncio.create_task(consume())
-        for chunk in split(data, cuts):
-            peer.writer.write(chunk)
-            await peer.writer.drain()
-        with contextlib.suppress(OSError):
-            peer.writer.write_eof()
-        out = await asyncio.wait_for(_read_until_eof(peer.reader), 5)
+        out = await _write_then_read_all(peer, data, cuts)
         for _, _, masked, payload in parse_frames(out):
             assert masked
             del payload
@@ -468,12 +468,7 @@ async def _lane_scenario(
     handler: Any = Collect() if callbacks else collect
     async with simple_websocket.serve(handler, max_message_size=limit, close_timeout=2) as server:
         peer = await open_peer(server.port)
-        for chunk in split(data, cuts):
-            peer.writer.write(chunk)
-            await peer.writer.drain()
-        with contextlib.suppress(OSError):
-            peer.writer.write_eof()
-        out = await asyncio.wait_for(_read_until_eof(peer.reader), 5)
+        out = await _write_then_read_all(peer, data, cuts)
         peer.abort()
         code = await asyncio.wait_for(ended, 5)
     # (Data frames only: pongs may come before or after an echo.)
