@@ -812,8 +812,8 @@ class _ReadBuffer(threading.local):
 
 _read_buffer = _ReadBuffer()
 
-#: Writes a server's text message in C where send() and send_nowait() would write
-#: it straight to the transport (see _speedups.c), or None: the Python path.
+#: Writes a text message in C where send() and send_nowait() would frame it and
+#: write it straight to the transport (see _speedups.c), or None: the Python path.
 _send_lane = C_SEND_LANE
 if C_BIND_LANE is not None:
     # The C reader's read lane (see StreamProtocol.attach) and the send lane read
@@ -933,10 +933,10 @@ class StreamProtocol(_Reader, asyncio.BufferedProtocol):
         self._on_direct = conn._buffer_updated
         if conn._session is not None:
             self._lender = conn._session.protocol
-        # With the C reader, a read of whole small messages for callbacks (a
-        # MessageHandler) is delivered in C while the connection is in its plain
-        # state: _speedups.c, lane_read(), says which; anything else goes to
-        # conn._data_received.
+        # With the C reader, a read of whole small messages is queued for the
+        # receivers, or delivered to a MessageHandler, in C while the connection
+        # is in its plain state: _speedups.c, lane_read(), says which; anything
+        # else goes to conn._data_received.
         self._lane = conn
         # The handshake's callbacks (and what they hold) are not needed any more.
         self.on_handshake_data = None

@@ -626,7 +626,7 @@ find_slots(PyObject *cls, const char **names, Py_ssize_t *offsets, int count)
 
 PyDoc_STRVAR(bind_lane_doc,
 "bind_lane(connection, session, protocol, inbox, deque, open_state, open_called, /)\n--\n\n"
-"Find the slots the read lane uses in the four classes (see lane_read in\n"
+"Find the slots the read and send lanes use in the four classes (see lane_read in\n"
 "_speedups.c); ``deque`` is the inbox's queue type, ``open_state`` the protocol's\n"
 "open state and ``open_called`` the connection's listener state once ``on_open``\n"
 "ran. Raises AttributeError or TypeError if a slot is missing or not an object\n"

@@ -163,7 +163,7 @@ C_READER = _c_reader if SPEEDUPS else None
 #: open_called)``: turns on ``C_READER``'s read lane for connections of those
 #: classes (see ``_speedups.c``), when the extension is in use, else ``None``.
 C_BIND_LANE = _c_bind_lane if SPEEDUPS else None
-#: ``send_lane(connection, data) -> bool``: writes a server's text message the way
+#: ``send_lane(connection, data) -> bool``: writes a text message the way
 #: ``send_nowait()`` does, in the common case, once ``C_BIND_LANE`` bound the
 #: classes (see ``_speedups.c``), when the extension is in use, else ``None``.
 C_SEND_LANE = _c_send_lane if SPEEDUPS else None
